@@ -1,0 +1,169 @@
+"""faiss indexes for SageMaker k-NN: build (Flat / IVFFlat / IVFPQ; L2 / INNER_PRODUCT /
+COSINE; PQ padding; ``nlist=auto``), search with ``nprobe``, and the distance convention."""
+
+from __future__ import annotations
+
+import logging
+import math
+import os
+from dataclasses import dataclass
+from typing import Any
+
+import faiss
+import numpy as np
+
+from .errors import TrainingError
+from .hyperparameters import PQ_M_VALUES
+
+log = logging.getLogger(__name__)
+
+PQ_BITS = 8
+MIN_PQ_POINTS = 1 << PQ_BITS  # 8-bit PQ codebooks need 256 training points (decision 3)
+IVF_TYPES = ("faiss.IVFFlat", "faiss.IVFPQ")
+ASCENDING_METRICS = ("L2",)  # metrics whose best neighbour has the smallest value
+
+
+@dataclass(frozen=True)
+class IndexConfig:
+    """What to build: the resolved index hyperparameters."""
+
+    index_type: str = "faiss.Flat"
+    metric: str = "L2"
+    nlist: int | str = "auto"
+    pq_m: int | None = None
+    nprobe: int = 5
+
+
+def set_threads(threads: int | None = None) -> int:
+    """Set faiss's OpenMP thread count on purpose (default: the CPUs this process may use)."""
+    if threads is None:
+        affinity = getattr(os, "sched_getaffinity", None)
+        threads = len(affinity(0)) if affinity else (os.cpu_count() or 1)
+    faiss.omp_set_num_threads(threads)
+    return threads
+
+
+def default_pq_m(dim: int) -> int:
+    """Decision 4: the largest allowed ``faiss_index_pq_m`` that is at most ``dim / 4``."""
+    return max([m for m in PQ_M_VALUES if m <= dim / 4] or [1])
+
+
+def index_dim(dim: int, config: IndexConfig) -> int:
+    """The dimension the index holds: ``dim`` padded up to a multiple of ``pq_m`` for IVFPQ."""
+    if config.index_type != "faiss.IVFPQ":
+        return dim
+    m = config.pq_m or default_pq_m(dim)
+    return -(-dim // m) * m
+
+
+def resolve_nlist(nlist: int | str, n: int) -> int:
+    """Decision 3: ``auto`` is ``max(1, round(sqrt(n)))`` for ``n`` sampled points."""
+    return max(1, round(math.sqrt(n))) if nlist == "auto" else int(nlist)
+
+
+def prepare(x: np.ndarray, metric: str, dim: int) -> np.ndarray:
+    """Vectors as the index sees them: float32, normalised for COSINE, zero-padded to ``dim``."""
+    x = np.ascontiguousarray(x, dtype=np.float32)
+    if metric == "COSINE":
+        x = x.copy()
+        faiss.normalize_L2(x)
+    if x.shape[1] < dim:
+        x = np.pad(x, ((0, 0), (0, dim - x.shape[1])))
+    return x
+
+
+def _faiss_metric(metric: str) -> int:
+    return int(faiss.METRIC_L2 if metric == "L2" else faiss.METRIC_INNER_PRODUCT)
+
+
+def _check_points(n: int, k: int, nlist: int, config: IndexConfig) -> None:
+    if n < k:
+        raise TrainingError(
+            f"k={k} exceeds the {n} points sampled into the index; lower k to at most {n} or "
+            "provide more training data (or a larger sample_size)"
+        )
+    if config.index_type in IVF_TYPES and n < nlist:
+        raise TrainingError(
+            f"{config.index_type} with faiss_index_ivf_nlists={nlist} needs at least {nlist} "
+            f"points to train, but only {n} were sampled; lower faiss_index_ivf_nlists, use "
+            "'auto', or provide more training data"
+        )
+    if config.index_type == "faiss.IVFPQ" and n < MIN_PQ_POINTS:
+        raise TrainingError(
+            f"faiss.IVFPQ needs at least {MIN_PQ_POINTS} points to train its 8-bit codebooks, "
+            f"but only {n} were sampled; use faiss.Flat or faiss.IVFFlat, or more data"
+        )
+
+
+def _empty_index(dim: int, nlist: int, config: IndexConfig) -> Any:
+    metric = _faiss_metric(config.metric)
+    flat = faiss.IndexFlat(dim, metric)
+    if config.index_type == "faiss.Flat":
+        return flat
+    if config.index_type == "faiss.IVFFlat":
+        return faiss.IndexIVFFlat(flat, dim, nlist, metric)
+    m = config.pq_m or default_pq_m(dim)
+    return faiss.IndexIVFPQ(flat, dim, nlist, m, PQ_BITS, metric)
+
+
+def build(vectors: np.ndarray, k: int, config: IndexConfig, seed: int = 0) -> Any:
+    """Train (IVF) and fill an index with ``vectors`` (already reduced, not yet prepared)."""
+    n, d = vectors.shape
+    nlist = resolve_nlist(config.nlist, n)
+    _check_points(n, k, nlist, config)
+    dim = index_dim(d, config)
+    if dim != d:
+        log.info("Padding data from %d to %d dimensions for faiss_index_pq_m", d, dim)
+    x = prepare(vectors, config.metric, dim)
+    index = _empty_index(dim, nlist, config)
+    if not index.is_trained:
+        if n < 39 * nlist:
+            log.warning("IVF training with %d points for %d lists (faiss advises >= 39 per "
+                        "list); recall may suffer", n, nlist)
+        index.cp.seed = seed  # faiss's k-means seed: the same data gives the same index
+        log.info("Training index (%s, nlist=%d) on %d points", config.index_type, nlist, n)
+        index.train(x)
+    log.info("Adding %d points to the index", n)
+    index.add(x)
+    return index
+
+
+def _search_params(index: Any, nprobe: int) -> Any:
+    if isinstance(index, faiss.IndexIVF):
+        return faiss.SearchParametersIVF(nprobe=min(nprobe, index.nlist))
+    return None
+
+
+def _order_ties(dist: np.ndarray, ids: np.ndarray, metric: str) -> tuple[np.ndarray, np.ndarray]:
+    """Nearest first, equal distances by smaller id, so answers are deterministic."""
+    primary = dist if metric in ASCENDING_METRICS else -dist
+    order = np.lexsort((ids, primary), axis=1)
+    return np.take_along_axis(dist, order, 1), np.take_along_axis(ids, order, 1)
+
+
+def search(index: Any, queries: np.ndarray, k: int, metric: str, nprobe: int = 5,
+           ) -> tuple[np.ndarray, np.ndarray]:
+    """The ``k`` nearest index ids of each prepared query, with decision 1's distances.
+
+    ``k`` is capped at the points in the index (decision 6); IVF rows whose probed lists
+    hold fewer than ``k`` points are searched again over every list, so no id is ever -1.
+    """
+    k = min(k, int(index.ntotal))
+    dist, ids = index.search(queries, k, params=_search_params(index, nprobe))
+    short = (ids < 0).any(axis=1)
+    if short.any() and isinstance(index, faiss.IndexIVF):
+        d2, i2 = index.search(np.ascontiguousarray(queries[short]), k,
+                              params=_search_params(index, index.nlist))
+        dist[short], ids[short] = d2, i2
+    if metric == "L2":
+        dist = np.sqrt(np.maximum(dist, 0, out=dist), out=dist)
+    return _order_ties(dist, ids, metric)
+
+
+def serialize(index: Any) -> bytes:
+    """``faiss.write_index`` bytes of a CPU index (decision 8)."""
+    return bytes(faiss.serialize_index(index).tobytes())
+
+
+def deserialize(data: bytes) -> Any:
+    return faiss.deserialize_index(np.frombuffer(data, dtype=np.uint8))

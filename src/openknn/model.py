@@ -1,0 +1,97 @@
+"""A trained k-NN model in memory: its metadata (``model_algo-1.json``), index, labels and
+projection, and the query path shared by test scoring, the server and the SDK."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import asdict, dataclass
+from typing import Any
+
+import numpy as np
+
+from . import index as faiss_index
+from .errors import DataError, ModelError
+from .predict import PREDICTOR_TYPES, predict
+from .reduction import Projection
+
+VERSION = "1.0"
+
+
+@dataclass
+class ModelMeta:
+    """The model JSON (decision 8). ``k`` and ``predictor_type`` may be edited by users."""
+
+    k: int
+    predictor_type: str
+    feature_dim: int
+    index_dim: int
+    index_type: str = "faiss.Flat"
+    index_metric: str = "L2"
+    nprobe: int = 5
+    dimension_reduction: dict[str, Any] | None = None
+    normalize: bool = False
+    sampling_seed: int = 0
+    num_points: int = 0
+    faiss_index_ivf_nlists: int | None = None
+    faiss_index_pq_m: int | None = None
+    version: str = VERSION
+
+    def to_json(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_json(cls, obj: Mapping[str, Any], source: str = "model_algo-1.json") -> ModelMeta:
+        """Read leniently: unknown keys are ignored; required keys and types are checked."""
+        if not isinstance(obj, Mapping):
+            raise ModelError(f"{source}: expected a JSON object, got {type(obj).__name__}")
+        known = {k: v for k, v in obj.items() if k in cls.__dataclass_fields__}
+        for key in ("k", "predictor_type", "feature_dim"):
+            if key not in known:
+                raise ModelError(f"{source}: the required key {key!r} is missing")
+        if "index_dim" not in known:
+            known["index_dim"] = known["feature_dim"]
+        meta = cls(**known)
+        if not isinstance(meta.k, int) or isinstance(meta.k, bool) or meta.k < 1:
+            raise ModelError(f"{source}: 'k' must be a positive integer, got {meta.k!r}")
+        if meta.predictor_type not in PREDICTOR_TYPES:
+            raise ModelError(
+                f"{source}: 'predictor_type' must be one of {list(PREDICTOR_TYPES)}, "
+                f"got {meta.predictor_type!r}"
+            )
+        return meta
+
+
+@dataclass
+class KnnModel:
+    """Everything inference needs, loaded once."""
+
+    meta: ModelMeta
+    index: Any
+    labels: np.ndarray  # float32, one per index id
+    projection: Projection | None = None
+
+    def prepare_queries(self, features: np.ndarray) -> np.ndarray:
+        """Check the width, apply the stored projection, normalise and pad like training."""
+        if features.ndim != 2 or features.shape[1] != self.meta.feature_dim:
+            got = features.shape[1] if features.ndim == 2 else features.shape
+            raise DataError(
+                f"Expected {self.meta.feature_dim} features per record (the model's "
+                f"feature_dim), got {got}; send rows of {self.meta.feature_dim} numbers"
+            )
+        x = self.projection.apply(features) if self.projection is not None else features
+        return faiss_index.prepare(x, self.meta.index_metric, self.meta.index_dim)
+
+    def neighbors(self, features: np.ndarray, k: int | None = None,
+                  nprobe: int | None = None) -> tuple[np.ndarray, np.ndarray]:
+        """Distances (decision 1) and labels of the ``k`` nearest sampled points, nearest first."""
+        queries = self.prepare_queries(features)
+        dist, ids = faiss_index.search(
+            self.index, queries, k or self.meta.k, self.meta.index_metric,
+            self.meta.nprobe if nprobe is None else nprobe,
+        )
+        return dist, self.labels[ids]
+
+    def predict(self, features: np.ndarray) -> np.ndarray:
+        """One float32 prediction per row: vote or mean of the neighbour labels."""
+        _, neighbor_labels = self.neighbors(features)
+        return predict(neighbor_labels, self.meta.predictor_type)

@@ -1,0 +1,197 @@
+"""The training job: sample the train channel, reduce, build the faiss index, score the test
+channel and write the model artifact — one named step after another."""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from . import artifact, hyperparameters
+from . import index as faiss_index
+from .data import Channel, iter_blocks, require_files
+from .errors import ChannelError
+from .evaluate import Score
+from .model import KnnModel, ModelMeta
+from .progress import Progress
+from .reduction import Projection, make_projection
+from .sampling import Reservoir, merge, worker_rng, worker_sample_size
+from .storage import DataFile
+
+log = logging.getLogger(__name__)
+
+TRAIN, TEST = "train", "test"
+METRICS_FILE = "metrics.json"
+MODEL_TAR = "model.tar.gz"
+
+
+@dataclass
+class TrainingJobSpec:
+    """A training job independent of where it runs (CLI, /opt/ml container, SDK)."""
+
+    hyperparameters: Mapping[str, object]
+    channels: Mapping[str, Channel]
+    output_dir: Path | None = None  # writes model.tar.gz and metrics.json
+    model_dir: Path | None = None  # writes the three model files (SageMaker's /opt/ml/model)
+    metrics_dir: Path | None = None  # metrics.json; defaults to output_dir
+    host: str = "algo-1"
+    threads: int | None = None
+
+
+@dataclass
+class TrainingResult:
+    model: KnnModel
+    metrics: dict[str, Any]
+    timings: dict[str, float] = field(default_factory=dict)
+
+
+def resolve(spec: TrainingJobSpec) -> dict[str, Any]:
+    """Step 1: validated hyperparameters and a present, non-empty train channel."""
+    hp = hyperparameters.parse(spec.hyperparameters)
+    if TRAIN not in spec.channels:
+        raise ChannelError("Must provide train channel.")
+    unknown = sorted(set(spec.channels) - {TRAIN, TEST})
+    if unknown:
+        raise ChannelError(f"Unknown channel(s) {unknown}; k-NN reads only 'train' and 'test'")
+    return hp
+
+
+def sample_shard(channel: Channel, files: Sequence[DataFile], hp: Mapping[str, Any],
+                 rank: int = 0, workers: int = 1) -> tuple[np.ndarray, np.ndarray, int]:
+    """Step 2 (per host): stream one host's files into its reservoir.
+
+    Returns the sampled features, labels and the number of records read.
+    """
+    capacity = worker_sample_size(hp["sample_size"], workers, rank)
+    reservoir = Reservoir(capacity, hp["feature_dim"], worker_rng(hp["_seed"], rank))
+    with Progress(f"reading {channel.name}") as progress:
+        for block in iter_blocks(channel, hp["feature_dim"], hp["mini_batch_size"],
+                                 progress=progress, files=files):
+            assert block.labels is not None  # iter_blocks requires labels
+            reservoir.add(block.features, block.labels)
+        log.info("#throughput_metric: host=algo-%d, train throughput=%.2f records/second",
+                 rank + 1, progress.rate)
+    feats, labels = reservoir.sample()
+    return feats, labels, reservoir.seen
+
+
+def projection_for(hp: Mapping[str, Any]) -> Projection | None:
+    """Step 3: the seeded projection, its target raised to a multiple of pq_m for IVFPQ."""
+    if hp["dimension_reduction_type"] is None:
+        return None
+    target = hp["dimension_reduction_target"]
+    if hp["index_type"] == "faiss.IVFPQ":
+        m = hp["faiss_index_pq_m"] or faiss_index.default_pq_m(target)
+        raised = -(-target // m) * m
+        if raised != target:
+            log.info("Raising dimension_reduction_target from %d to %d, a multiple of "
+                     "faiss_index_pq_m=%d", target, raised, m)
+        target = raised
+    return make_projection(hp["dimension_reduction_type"], hp["feature_dim"], target, hp["_seed"])
+
+
+def index_config(hp: Mapping[str, Any]) -> faiss_index.IndexConfig:
+    return faiss_index.IndexConfig(
+        index_type=hp["index_type"], metric=hp["index_metric"],
+        nlist=hp["faiss_index_ivf_nlists"], pq_m=hp["faiss_index_pq_m"],
+        nprobe=hp["_faiss_index_nprobe"],
+    )
+
+
+def build_model(features: np.ndarray, labels: np.ndarray, hp: Mapping[str, Any]) -> KnnModel:
+    """Step 4 (leader): reduce the merged sample and index it."""
+    projection = projection_for(hp)
+    vectors = projection.apply(features) if projection is not None else features
+    config = index_config(hp)
+    log.info("Building %s (%s) over data %s", config.index_type, config.metric, vectors.shape)
+    index = faiss_index.build(vectors, hp["k"], config, seed=hp["_seed"])
+    d = vectors.shape[1]
+    meta = ModelMeta(
+        k=hp["k"], predictor_type=hp["predictor_type"], feature_dim=hp["feature_dim"],
+        index_dim=faiss_index.index_dim(d, config), index_type=config.index_type,
+        index_metric=config.metric, nprobe=config.nprobe,
+        dimension_reduction=projection.to_json() if projection else None,
+        normalize=config.metric == "COSINE", sampling_seed=hp["_seed"],
+        num_points=int(index.ntotal),
+        faiss_index_ivf_nlists=int(index.nlist) if hasattr(index, "nlist") else None,
+        faiss_index_pq_m=int(index.pq.M) if hasattr(index, "pq") else None,
+    )
+    return KnnModel(meta=meta, index=index, labels=labels, projection=projection)
+
+
+def score_shard(model: KnnModel, channel: Channel, files: Sequence[DataFile] | None,
+                hp: Mapping[str, Any]) -> Score:
+    """Step 5: the test metric over every record of some test files (all by default)."""
+    score = Score(hp["predictor_type"])
+    with Progress(f"scoring {channel.name}") as progress:
+        for block in iter_blocks(channel, hp["feature_dim"], hp["mini_batch_size"],
+                                 progress=progress, files=files):
+            assert block.labels is not None
+            score.add(model.predict(block.features), block.labels)
+    return score
+
+
+def metrics_json(hp: Mapping[str, Any], records: int, model: KnnModel, score: Score | None,
+                 timings: Mapping[str, float]) -> dict[str, Any]:
+    out: dict[str, Any] = {
+        "records_read": records, "points_indexed": model.meta.num_points,
+        "hyperparameters": hyperparameters.to_strings(hp),
+        "timings_seconds": dict(timings),
+    }
+    if score is not None:
+        out[f"test:{score.name}"] = score.value
+        out["test"] = {"metric": score.name, "value": score.value, "rows": score.rows,
+                       "total": score.total}
+    return out
+
+
+def write_outputs(spec: TrainingJobSpec, result: TrainingResult) -> None:
+    """Step 6: the model (atomically) and metrics.json."""
+    if spec.model_dir is not None:
+        artifact.write_model_dir(result.model, spec.model_dir)
+    if spec.output_dir is not None:
+        artifact.write_model_tar(result.model, spec.output_dir / MODEL_TAR)
+    metrics_dir = spec.metrics_dir or spec.output_dir
+    if metrics_dir is not None:
+        metrics_dir.mkdir(parents=True, exist_ok=True)
+        data = json.dumps(result.metrics, indent=2, sort_keys=True).encode() + b"\n"
+        artifact.atomic_write(metrics_dir / METRICS_FILE, data)
+
+
+def run(spec: TrainingJobSpec) -> TrainingResult:
+    """Run a whole single-host training job."""
+    timings: dict[str, float] = {}
+    t0 = time.perf_counter()
+    hp = resolve(spec)
+    faiss_index.set_threads(spec.threads)
+    train = spec.channels[TRAIN]
+    train_files = require_files(train)
+    log.info("Using per-worker sample size = %d (number of workers = 1)", hp["sample_size"])
+    feats, labels, seen = sample_shard(train, train_files, hp)
+    feats, labels = merge([(feats, labels)])
+    log.info("Got reservoir sample: data=%s, labels=%s from %d records read",
+             feats.shape, labels.shape, seen)
+    if seen == 0:
+        raise ChannelError(f"Channel 'train' at {train.location!r} has no records; "
+                           "it must hold at least k labelled records")
+    timings["sample"] = time.perf_counter() - t0
+    t1 = time.perf_counter()
+    model = build_model(feats, labels, hp)
+    timings["build_index"] = time.perf_counter() - t1
+    score = None
+    if TEST in spec.channels:
+        t2 = time.perf_counter()
+        score = score_shard(model, spec.channels[TEST], require_files(spec.channels[TEST]), hp)
+        timings["score_test"] = time.perf_counter() - t2
+        for line in score.log_lines(spec.host):
+            log.info(line)
+    timings["total"] = time.perf_counter() - t0
+    result = TrainingResult(model, metrics_json(hp, seen, model, score, timings), timings)
+    write_outputs(spec, result)
+    return result
