@@ -34,12 +34,12 @@ def reservoir_slots(seen: int, n: int, capacity: int, rng: np.random.Generator,
     positions = seen + np.arange(fill, n)  # 0-based index of each later record in the stream
     draws = rng.integers(0, positions + 1)  # uniform in [0, position]
     keep = draws < capacity
-    later_rows, later_slots = np.arange(fill, n)[keep], draws[keep]
-    # A slot drawn twice in one block keeps the last row: take each slot's last occurrence.
-    _, last = np.unique(later_slots[::-1], return_index=True)
-    last = len(later_slots) - 1 - last
-    return (np.concatenate([rows, later_rows[last]]),
-            np.concatenate([slots, later_slots[last]]))
+    rows = np.concatenate([rows, np.arange(fill, n)[keep]])
+    slots = np.concatenate([slots, draws[keep]])
+    # A slot taken twice in one block keeps its last row: take each slot's last occurrence.
+    _, last = np.unique(slots[::-1], return_index=True)
+    last = len(slots) - 1 - last
+    return rows[last], slots[last]
 
 
 @dataclass
