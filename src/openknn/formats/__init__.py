@@ -1,0 +1,1 @@
+"""Codecs for the request and data formats: one module per format."""

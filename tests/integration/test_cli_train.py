@@ -1,0 +1,190 @@
+"""`openknn train` end to end as a user runs it: outputs, log lines, container mode, and every
+bad input giving one clear line and a non-zero exit, never a traceback or a model."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import tarfile
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from openknn.formats import recordio
+
+from ..conftest import write_csv
+
+HP = ["--hp", "feature_dim=4", "--hp", "k=3", "--hp", "sample_size=100",
+      "--hp", "predictor_type=classifier"]
+RNG = np.random.default_rng(0)
+X = RNG.standard_normal((60, 4)).astype(np.float32).astype(np.float64)  # exact in CSV
+Y = (X[:, 0] > 0).astype(np.float64)
+
+
+def openknn(*args: str, cwd: Path | None = None) -> subprocess.CompletedProcess[str]:
+    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    return subprocess.run([sys.executable, "-m", "openknn", *args], capture_output=True,
+                          text=True, cwd=cwd, env=env, timeout=120)
+
+
+def pbr(path: Path, x: np.ndarray, y: np.ndarray | None) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "wb") as f:
+        recordio.write_dense(f, x, y)
+    return path
+
+
+def assert_clean_failure(result: subprocess.CompletedProcess[str], out: Path,
+                         pattern: str) -> None:
+    assert result.returncode == 1, result.stderr
+    assert "Traceback" not in result.stderr
+    last = result.stderr.strip().splitlines()[-1]
+    assert last.startswith("ClientError: "), result.stderr
+    import re
+    assert re.search(pattern, last), last
+    assert not (out / "model.tar.gz").exists()
+    assert not any(out.glob("*.tmp")) if out.exists() else True
+
+
+def test_train_csv_and_recordio_give_the_same_model(tmp_path: Path) -> None:
+    write_csv(tmp_path / "csv" / "train" / "a.csv", X, Y)
+    write_csv(tmp_path / "csv" / "test" / "a.csv", X[:20], Y[:20])
+    pbr(tmp_path / "pbr" / "train" / "a.pbr", X, Y)
+    pbr(tmp_path / "pbr" / "test" / "a.pbr", X[:20], Y[:20])
+    outs = []
+    for kind in ("csv", "pbr"):
+        out = tmp_path / f"out-{kind}"
+        r = openknn("train", "--train", str(tmp_path / kind / "train"),
+                    "--test", str(tmp_path / kind / "test"), *HP, "--output-dir", str(out))
+        assert r.returncode == 0, r.stderr
+        assert "#test_score (algo-1) : ('accuracy', 1.0)" in r.stderr
+        assert "#quality_metric: host=algo-1, test accuracy <score>=1.0" in r.stderr
+        metrics = json.loads((out / "metrics.json").read_text())
+        assert metrics["test:accuracy"] == 1.0 and metrics["records_read"] == 60
+        with tarfile.open(out / "model.tar.gz") as tar:
+            outs.append({m.name: tar.extractfile(m).read() for m in tar.getmembers()})  # type: ignore[union-attr]
+    assert outs[0] == outs[1]  # the same rows give byte-identical model files
+
+
+def test_gzip_csv_and_file_uri(tmp_path: Path) -> None:
+    import gzip
+    plain = write_csv(tmp_path / "plain.csv", X, Y)
+    gz = tmp_path / "train" / "a.csv.gz"
+    gz.parent.mkdir()
+    gz.write_bytes(gzip.compress(plain.read_bytes()))
+    r = openknn("train", "--train", f"file://{tmp_path / 'train'}", *HP,
+                "--output-dir", str(tmp_path / "out"))
+    assert r.returncode == 0, r.stderr
+    assert json.loads((tmp_path / "out" / "metrics.json").read_text())["records_read"] == 60
+
+
+def test_container_mode(tmp_path: Path) -> None:
+    root = tmp_path / "opt" / "ml"
+    config = root / "input" / "config"
+    config.mkdir(parents=True)
+    (config / "hyperparameters.json").write_text(json.dumps(
+        {"feature_dim": "4", "k": "3", "sample_size": "100", "predictor_type": "classifier",
+         "_kvstore": "dist_async"}))
+    (config / "inputdataconfig.json").write_text(json.dumps(
+        {"train": {"ContentType": "text/csv", "TrainingInputMode": "File"},
+         "test": {"TrainingInputMode": "File"}}))
+    (config / "resourceconfig.json").write_text(json.dumps(
+        {"current_host": "algo-1", "hosts": ["algo-1"]}))
+    write_csv(root / "input" / "data" / "train" / "train.csv", X, Y)
+    pbr(root / "input" / "data" / "test" / "test.pbr", X[:10], Y[:10])
+    r = openknn("train", "--sm-root", str(root))
+    assert r.returncode == 0, r.stderr
+    assert sorted(p.name for p in (root / "model").iterdir()) == [
+        "model_algo-1", "model_algo-1.json", "model_algo-1.labels"]
+    assert json.loads((root / "output" / "data" / "metrics.json").read_text())["test:accuracy"]
+    assert not (root / "output" / "failure").exists()
+
+
+def test_container_failure_file(tmp_path: Path) -> None:
+    root = tmp_path / "ml"
+    (root / "input" / "config").mkdir(parents=True)
+    (root / "input" / "config" / "hyperparameters.json").write_text(json.dumps({"k": "3"}))
+    write_csv(root / "input" / "data" / "train" / "train.csv", X, Y)
+    r = openknn("train", "--sm-root", str(root))
+    assert r.returncode == 1 and "Traceback" not in r.stderr
+    failure = (root / "output" / "failure").read_text()
+    assert failure.startswith("ClientError: No value(s) were specified for 'feature_dim', "
+                              "'predictor_type', 'sample_size'")
+    assert not (root / "model").exists() or not any((root / "model").iterdir())
+
+
+@pytest.mark.parametrize(("hp", "pattern"), [
+    (["--hp", "k=3"], r"No value\(s\) were specified for 'feature_dim'"),
+    ([*HP, "--hp", "colour=blue"], r"Extraneous hyperparameter found: colour"),
+    ([*HP, "--hp", "k=2000"], r"Hyperparameter k: 2000 is not in \(0, 1024\]"),
+    ([*HP, "--hp", "faiss_index_pq_m=8"],
+     r"'faiss_index_pq_m' should only be set when 'index_type' = 'faiss.IVFPQ'"),
+    ([*HP, "--hp", "index_type=faiss.IVFFlat", "--hp", "faiss_index_ivf_nlists=500"],
+     r"needs at least 500 points to train, but only 60 were sampled"),
+])
+def test_bad_hyperparameters(tmp_path: Path, hp: list[str], pattern: str) -> None:
+    write_csv(tmp_path / "train" / "a.csv", X, Y)
+    out = tmp_path / "out"
+    assert_clean_failure(openknn("train", "--train", str(tmp_path / "train"), *hp,
+                                 "--output-dir", str(out)), out, pattern)
+
+
+def bad_csv_columns(d: Path) -> None:
+    path = write_csv(d / "a.csv", X, Y)
+    lines = path.read_text().splitlines()
+    lines[6] = lines[6].rsplit(",", 1)[0]
+    path.write_text("\n".join(lines) + "\n")
+
+
+def truncated_recordio(d: Path) -> None:
+    path = pbr(d / "a.pbr", X, Y)
+    path.write_bytes(path.read_bytes()[:-30])
+
+
+def bad_magic(d: Path) -> None:
+    path = pbr(d / "a.pbr", X, Y)
+    data = bytearray(path.read_bytes())
+    stride = len(data) // len(X)
+    data[stride * 4: stride * 4 + 4] = b"\x00\x01\x02\x03"
+    path.write_bytes(bytes(data))
+
+
+def nan_in_data(d: Path) -> None:
+    x = X.copy()
+    x[12, 2] = np.nan
+    pbr(d / "a.pbr", x, Y)
+
+
+def empty_channel(d: Path) -> None:
+    d.mkdir(parents=True, exist_ok=True)
+
+
+def empty_file(d: Path) -> None:
+    d.mkdir(parents=True, exist_ok=True)
+    (d / "a.csv").write_text("")
+
+
+@pytest.mark.parametrize(("make", "pattern"), [
+    (bad_csv_columns, r"a\.csv.*record 7.*expected 5 columns.*4"),
+    (truncated_recordio, r"a\.pbr.*record 60.*truncated|a\.pbr.*record 60"),
+    (bad_magic, r"a\.pbr.*record 5.*magic"),
+    (nan_in_data, r"a\.pbr, record 13: features contain NaN"),
+    (empty_channel, r"Channel 'train' at .* has no data files"),
+    (empty_file, r"Channel 'train' at .* has no records"),
+])
+def test_bad_data(tmp_path: Path, make, pattern: str) -> None:  # type: ignore[no-untyped-def]
+    make(tmp_path / "train")
+    out = tmp_path / "out"
+    assert_clean_failure(openknn("train", "--train", str(tmp_path / "train"), *HP,
+                                 "--output-dir", str(out)), out, pattern)
+
+
+def test_missing_train_channel(tmp_path: Path) -> None:
+    r = openknn("train", *HP, "--output-dir", str(tmp_path / "out"))
+    assert_clean_failure(r, tmp_path / "out", r"Must provide train channel")
+    r = openknn("train", "--train", str(tmp_path / "nowhere"), *HP,
+                "--output-dir", str(tmp_path / "out"))
+    assert_clean_failure(r, tmp_path / "out", r"'.*nowhere' does not exist")
