@@ -13,6 +13,7 @@ import os
 import tempfile
 import time
 from collections.abc import Callable
+from functools import partial
 
 import numpy as np
 import pyarrow.csv as pacsv
@@ -39,8 +40,8 @@ def decimals(rows: int, rng: np.random.Generator) -> np.ndarray:
 def write(directory: str, name: str, matrix: np.ndarray) -> tuple[str, str]:
     plain = os.path.join(directory, f"{name}.csv")
     with open(plain, "wb") as file:
-        for start in range(0, len(matrix), 100_000):
-            file.write(encode_csv(matrix[start:start + 100_000]))
+        file.writelines(encode_csv(matrix[start:start + 100_000])
+                        for start in range(0, len(matrix), 100_000))
     with open(plain, "rb") as src, gzip.open(plain + ".gz", "wb", compresslevel=6) as dst:
         dst.write(src.read())
     return plain, plain + ".gz"
@@ -87,11 +88,11 @@ def main() -> None:
             slice_mb = megabytes * min(1.0, LOADTXT_ROWS / args.rows)
             runs = [
                 ("openknn iter_csv_blocks .csv", megabytes,
-                 lambda: openknn_rows(plain, args.block_mib << 20)),
+                 partial(openknn_rows, plain, args.block_mib << 20)),
                 ("openknn iter_csv_blocks .csv.gz", megabytes,
-                 lambda: openknn_rows(packed, args.block_mib << 20)),
-                ("pyarrow read_csv, whole .csv", megabytes, lambda: pyarrow_rows(plain)),
-                (f"numpy.loadtxt, {LOADTXT_ROWS:,} rows", slice_mb, lambda: loadtxt_rows(plain)),
+                 partial(openknn_rows, packed, args.block_mib << 20)),
+                ("pyarrow read_csv, whole .csv", megabytes, partial(pyarrow_rows, plain)),
+                (f"numpy.loadtxt, {LOADTXT_ROWS:,} rows", slice_mb, partial(loadtxt_rows, plain)),
             ]
             for label, size, run in runs:
                 seconds, rows = best_of(args.repeat, run)

@@ -152,6 +152,17 @@ def locate(buf: bytes) -> tuple[dict[str, TensorSpans], dict[str, TensorSpans]]:
     return maps
 
 
+def _packed_span(spans: TensorSpans | None,
+                 kinds: tuple[int, ...]) -> tuple[int, int, np.dtype[Any] | None] | None:
+    """Where a dense tensor's one packed values field lies in the framed record, and its dtype
+    (None for Int32 varints); None if the tensor is anything else."""
+    if spans is None or spans.kind not in kinds or spans.keys or len(spans.values) != 1 \
+            or spans.values[0][0] != 2:
+        return None
+    _, a, b = spans.values[0]
+    return 8 + a, 8 + b, None if spans.kind == 7 else TENSOR_DTYPES[spans.kind]
+
+
 @dataclass
 class DenseLayout:
     """The bytes of one framed dense record (8 header bytes, then the payload). Records whose
@@ -165,30 +176,24 @@ class DenseLayout:
 
     @classmethod
     def of(cls, framed: np.ndarray, payload: bytes) -> DenseLayout | None:
+        """The layout of a record whose features are one packed float array (and whose label,
+        if any, one packed scalar); None for others, which take the general path."""
         try:
-            maps = locate(payload)
+            features, label = (tensors.get("values") for tensors in locate(payload))
         except WireError:
             return None
-        spans: list[tuple[int, int, np.dtype[Any] | None]] = []
-        for tensors, kinds in zip(maps, ((2, 3), (2, 3, 7))):
-            tensor = tensors.get("values")
-            if tensor is None:
-                continue
-            if tensor.kind not in kinds or tensor.keys or len(tensor.values) != 1 \
-                    or tensor.values[0][0] != 2:
-                return None  # sparse, unpacked or varint features: the general path
-            _, a, b = tensor.values[0]
-            spans.append((8 + a, 8 + b, TENSOR_DTYPES[tensor.kind]
-                          if tensor.kind != 7 else None))
-        keep = np.ones(framed.size + 2, bool)
+        feature_span = _packed_span(features, (2, 3))
+        label_span = None if label is None else _packed_span(label, (2, 3, 7))
+        if feature_span is None or (label is not None and label_span is None):
+            return None
+        keep = np.ones(framed.size + 2, bool)  # byte i at i + 1, between two False sentinels
         keep[[0, -1]] = False
-        for a, b, _ in spans:
+        for a, b, _ in filter(None, (feature_span, label_span)):
             keep[a + 1:b + 1] = False
         edges = np.flatnonzero(np.diff(keep)).tolist()
-        checks = list(zip(edges[::2], edges[1::2]))
-        a, b, dtype = spans[0]
-        assert dtype is not None
-        return cls(framed, checks, (a, b, dtype), spans[1] if len(spans) > 1 else None)
+        a, b, dtype = feature_span
+        assert dtype is not None  # kinds 2 and 3 are fixed width
+        return cls(framed, list(zip(edges[::2], edges[1::2])), (a, b, dtype), label_span)
 
     def matches(self, block: np.ndarray) -> np.ndarray:
         """Which rows of ``block`` (records x bytes) are laid out exactly like the template."""
@@ -199,6 +204,20 @@ class DenseLayout:
             a, b, _ = self.label
             ok &= (block[:, a:b - 1] >= 0x80).all(axis=1) & (block[:, b - 1] < 0x80)
         return ok
+
+    def run_length(self, raw: np.ndarray, pos: int) -> int:
+        """How many records of ``raw`` (uint8) from ``pos`` on match, checked in windows that
+        grow eightfold so that a short run costs little and a long one few numpy calls."""
+        stride = self.template.size
+        avail, done, window = (raw.size - pos) // stride, 0, 8
+        while done < avail:
+            size = min(window, avail - done)
+            ok = self.matches(raw[pos + done * stride:pos + (done + size) * stride]
+                              .reshape(size, stride))
+            if not ok.all():
+                return done + int(np.argmin(ok))
+            done, window = done + size, window * 8
+        return done
 
     def extract(self, block: np.ndarray) -> tuple[np.ndarray, np.ndarray | None]:
         a, b, dtype = self.features

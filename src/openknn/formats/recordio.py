@@ -7,7 +7,7 @@ import math
 import struct
 from collections.abc import Iterator
 from dataclasses import dataclass, field
-from typing import Any, BinaryIO, Union
+from typing import Any, BinaryIO
 
 import numpy as np
 from google.protobuf.message import DecodeError
@@ -19,7 +19,7 @@ from .media import RECORDIO
 MEDIA_TYPE = RECORDIO
 MAGIC = 0xCED7230A
 
-Buffer = Union[bytes, bytearray, memoryview]
+Buffer = bytes | bytearray | memoryview
 
 _HEADER = struct.Struct("<II")
 _MAGIC_BYTES = _HEADER.pack(MAGIC, 0)[:4]
@@ -173,7 +173,8 @@ def _text(value: Any, where: str) -> str:
 
 def _to_record(payload: bytes, where: str) -> Record:
     msg = _parse(wire.record_class()(), payload, where)
-    maps = [{_text(k, where): _tensor(v, f"{where}: {name}[{k!r}]") for k, v in m.items()}
+    # The runtime's maps iterate in a per-process hash order: sort for a stable result.
+    maps = [{_text(k, where): _tensor(m[k], f"{where}: {name}[{k!r}]") for k in sorted(m, key=str)}
             for name, m in (("features", msg.features), ("label", msg.label))]
     texts = [_text(getattr(msg, f), where) if msg.HasField(f) else None
              for f in ("uid", "metadata", "configuration")]
@@ -181,7 +182,7 @@ def _to_record(payload: bytes, where: str) -> Record:
 
 
 def decode_record(payload: bytes) -> Record:
-    """One ``Record`` from its protobuf payload."""
+    """One ``Record`` from its protobuf payload; map entries come back sorted by key."""
     return _to_record(bytes(payload), "<payload>")
 
 
@@ -278,8 +279,7 @@ def dense_to_bytes(array: Any, labels: Any = None) -> bytes:
 def write_dense(fileobj: BinaryIO, array: Any, labels: Any = None) -> None:
     """The SDK's ``write_numpy_to_dense_tensor``, byte for byte and vectorised: a record per
     row of the 2-D ``array`` with ``label["values"]`` from the optional 1-D ``labels``."""
-    for chunk in _dense_chunks(array, labels):
-        fileobj.write(chunk)
+    fileobj.writelines(_dense_chunks(array, labels))
 
 
 def write_sparse(fileobj: BinaryIO, matrix: Any, labels: Any = None) -> None:
@@ -332,6 +332,10 @@ class _FeatureDecoder:
         """Features and labels of the complete records in ``buf``, and the bytes they span.
         Each record decoded one at a time is a template: the run of records after it that
         match it byte for byte outside the values is read in one go."""
+        with np.errstate(over="ignore"):  # float64 beyond float32 range becomes inf, and
+            return self._decode(buf, final)  # the caller's finiteness check names the record
+
+    def _decode(self, buf: Buffer, final: bool) -> tuple[np.ndarray, np.ndarray | None, int]:
         raw = np.frombuffer(buf, np.uint8)
         pieces: list[tuple[np.ndarray, np.ndarray | None]] = []
         rows: list[np.ndarray] = []
@@ -376,18 +380,7 @@ class _FeatureDecoder:
         self.skip = self.backoff
 
     def _run_length(self, raw: np.ndarray, pos: int, layout: wire.DenseLayout) -> int:
-        """How many records from ``pos`` on match ``layout``, checked in growing windows so
-        that a short run costs little."""
-        stride = layout.template.size
-        avail, done, window = (raw.size - pos) // stride, 0, 8
-        while done < avail:
-            size = min(window, avail - done)
-            block = raw[pos + done * stride:pos + (done + size) * stride]
-            ok = layout.matches(block.reshape(size, stride))
-            done += size if ok.all() else int(np.argmin(ok))
-            if not ok.all():
-                break
-            window *= 8
+        done = layout.run_length(raw, pos)
         self._back_off(done > 0)
         return done
 
@@ -421,8 +414,9 @@ class _FeatureDecoder:
             self._check_dim(values.size, where)
             return values.astype(np.float32)
         size = math.prod(shape.tolist()) if shape is not None else self.dim
-        if size is None:
-            raise DataError(f"{where}: a sparse record without a shape needs feature_dim")
+        if size is None or size >= 2**31:  # guard the allocation below against a wild shape
+            raise DataError(f"{where}: a sparse record needs a shape below 2**31 features "
+                            f"(got {size}) or, without a shape, feature_dim")
         self._check_dim(size, where)
         keys = np.zeros(0, np.uint64) if keys is None else keys
         if keys.size != values.size:
