@@ -115,7 +115,8 @@ def _read_dir(path: Path) -> dict[str, bytes]:
 def read_labels(data: bytes, source: str) -> np.ndarray:
     """Raw little-endian float32, or a ``.npy`` array (also accepted, decision 8)."""
     if data.startswith(NPY_MAGIC):
-        return np.load(io.BytesIO(data), allow_pickle=False).astype(np.float32).ravel()
+        labels: np.ndarray = np.load(io.BytesIO(data), allow_pickle=False)
+        return labels.astype(np.float32).ravel()
     if len(data) % 4:
         raise ModelError(f"{source}: {len(data)} bytes is not a whole number of float32 labels")
     return np.frombuffer(data, dtype="<f4").astype(np.float32)

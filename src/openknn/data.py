@@ -74,7 +74,8 @@ def _file_blocks(file: DataFile, media: str, feature_dim: int,
             ):
                 yield feats, None if labels is None else labels[:, 0], first
         else:
-            yield from recordio.iter_feature_blocks(stream, feature_dim, source=file.uri)
+            yield from recordio.iter_feature_blocks(stream, feature_dim,  # type: ignore[arg-type]
+                                                    source=file.uri)
 
 
 def _first_bad_row(mask: np.ndarray) -> int:

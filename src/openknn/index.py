@@ -130,7 +130,7 @@ def build(vectors: np.ndarray, k: int, config: IndexConfig, seed: int = 0) -> An
 
 def _search_params(index: Any, nprobe: int) -> Any:
     if isinstance(index, faiss.IndexIVF):
-        return faiss.SearchParametersIVF(nprobe=min(nprobe, index.nlist))
+        return faiss.SearchParametersIVF(nprobe=min(nprobe, index.nlist))  # type: ignore[call-arg]
     return None
 
 

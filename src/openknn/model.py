@@ -11,7 +11,8 @@ import numpy as np
 
 from . import index as faiss_index
 from .errors import DataError, ModelError
-from .predict import PREDICTOR_TYPES, predict
+from .hyperparameters import PREDICTOR_TYPES
+from .predict import predict
 from .reduction import Projection
 
 VERSION = "1.0"

@@ -27,12 +27,14 @@ def vote(neighbor_labels: np.ndarray) -> np.ndarray:
     flat = run + (np.arange(n) * k)[:, None]
     counts = np.bincount(flat.ravel(), minlength=n * k)[flat]
     best = np.argmax(counts, axis=1)
-    return s[np.arange(n), best].astype(np.float32)
+    out: np.ndarray = s[np.arange(n), best].astype(np.float32)
+    return out
 
 
 def mean(neighbor_labels: np.ndarray) -> np.ndarray:
     """The regressor's answer: the unweighted mean of the neighbour labels (float64 sum)."""
-    return neighbor_labels.mean(axis=1, dtype=np.float64).astype(np.float32)
+    out: np.ndarray = neighbor_labels.mean(axis=1, dtype=np.float64).astype(np.float32)
+    return out
 
 
 def predict(neighbor_labels: np.ndarray, predictor_type: str) -> np.ndarray:

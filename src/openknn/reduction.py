@@ -89,7 +89,7 @@ def _int_field(obj: Mapping[str, object], key: str) -> int:
 
 
 def make_projection(type: str, input_dim: int, target_dim: int, seed: int) -> Projection:
-    """The ``type`` projection from ``input_dim`` to ``target_dim`` dimensions, seeded by ``seed``."""
+    """The ``type`` projection from ``input_dim`` to ``target_dim`` dims, seeded by ``seed``."""
     return Projection(type=type, seed=seed, input_dim=input_dim, target_dim=target_dim)
 
 

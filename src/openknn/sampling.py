@@ -10,7 +10,8 @@ import numpy as np
 
 
 def worker_sample_size(sample_size: int, workers: int, rank: int) -> int:
-    """Host ``rank``'s share of ``sample_size``; the first ``sample_size % workers`` get one more."""
+    """Host ``rank``'s share of ``sample_size``; the first ``sample_size % workers`` get one
+    more."""
     return sample_size // workers + (1 if rank < sample_size % workers else 0)
 
 

@@ -15,8 +15,8 @@ from openknn.data import Channel
 from ..conftest import write_csv
 
 sklearn = pytest.importorskip("sklearn")
-from sklearn.datasets import load_diabetes, load_digits  # noqa: E402
-from sklearn.neighbors import KNeighborsClassifier, KNeighborsRegressor  # noqa: E402
+from sklearn.datasets import load_diabetes, load_digits
+from sklearn.neighbors import KNeighborsClassifier, KNeighborsRegressor
 
 
 def train_job(tmp_path: Path, x: np.ndarray, y: np.ndarray, xt: np.ndarray, yt: np.ndarray,

@@ -318,7 +318,8 @@ def test_multi_part_records_are_rejoined() -> None:
     for split in (two, three):
         assert list(iter_payloads(split)) == [payload]
         features, labels = decode_features(plain + split + plain, 4)
-        expected = np.vstack([np.full((20, 4), [5.0, 6, 7, 8]), row, np.full((20, 4), [5, 6, 7, 8])])
+        fill = np.full((20, 4), [5.0, 6, 7, 8])
+        expected = np.vstack([fill, row, fill])
         np.testing.assert_array_equal(features, expected.astype(np.float32))
         assert labels.tolist() == [1.0] * 41
     with pytest.raises(DataError, match="record 1: a dmlc continuation flag 3 is out of sequence"):

@@ -5,8 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from openknn.sampling import (Reservoir, merge, reservoir_slots, worker_rng,
-                              worker_sample_size)
+from openknn.sampling import Reservoir, merge, reservoir_slots, worker_rng, worker_sample_size
 
 
 def one_at_a_time(seen: int, n: int, capacity: int, draws: np.ndarray) -> dict[int, int]:

@@ -22,7 +22,8 @@ TENSOR_DTYPES: dict[int, np.dtype[Any]] = {
     2: np.dtype("<f4"), 3: np.dtype("<f8"), 7: np.dtype("<i4"),
 }
 KIND_OF_DTYPE = {dtype: kind for kind, dtype in TENSOR_DTYPES.items()}
-TENSOR_FIELDS: dict[str, np.dtype[Any]] = {"float32_tensor": np.dtype("<f4"), "float64_tensor": np.dtype("<f8"),
+TENSOR_FIELDS: dict[str, np.dtype[Any]] = {
+    "float32_tensor": np.dtype("<f4"), "float64_tensor": np.dtype("<f8"),
                  "int32_tensor": np.dtype("<i4")}
 
 
