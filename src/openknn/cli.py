@@ -136,3 +136,92 @@ def hyperparameters_cmd(markdown: bool) -> None:
         default = "" if spec.default is None else f" (default {spec.default})"
         req = " [required]" if spec.required else ""
         click.echo(f"{spec.name}{req}: {spec.allowed()}{default}")
+
+
+@main.command()
+@click.argument("model", required=False, type=click.Path())
+@click.option("--host", default=None, help="Bind address (default 127.0.0.1; 0.0.0.0 in "
+              "container mode).")
+@click.option("--port", type=int, default=None,
+              help="Port (default: SAGEMAKER_BIND_TO_PORT, else 8080).")
+@click.option("--max-payload-mb", type=float, default=None,
+              help="Largest request body (default: SAGEMAKER_MAX_PAYLOAD_IN_MB, else 6).")
+@click.option("--batch-window-ms", type=float, default=None,
+              help="Longest wait to gather concurrent rows into one search (default 2).")
+@click.option("--max-batch-rows", type=int, default=None, help="Rows per search at most.")
+@click.option("--threads", type=int, default=None, help="faiss threads (default: all CPUs).")
+@reports_errors
+def serve(model: str | None, host: str | None, port: int | None,
+          max_payload_mb: float | None, batch_window_ms: float | None,
+          max_batch_rows: int | None, threads: int | None) -> None:
+    """Serve a model over HTTP (SageMaker's endpoint). Without MODEL: /opt/ml/model."""
+    from . import settings as serving_settings
+    from .serving import server
+
+    container = model is None
+    settings = serving_settings.from_env().with_(
+        host=host or ("0.0.0.0" if container else "127.0.0.1"), port=port,
+        max_payload_mb=max_payload_mb, batch_window_ms=batch_window_ms,
+        max_batch_rows=max_batch_rows, threads=threads)
+    server.serve(Path(model) if model else server.CONTAINER_MODEL_DIR, settings)
+
+
+@main.command()
+@click.argument("model", type=click.Path())
+@click.option("--content-type", default="text/csv", show_default=True,
+              help="Media type of the request read from standard input (or --input).")
+@click.option("--accept", default="application/json", show_default=True,
+              help="Media type of the response, e.g. 'application/json; verbose=true'.")
+@click.option("--input", "input_path", type=click.Path(dir_okay=False), default=None,
+              help="Read the request body from this file instead of standard input.")
+@reports_errors
+def invoke(model: str, content_type: str, accept: str, input_path: str | None) -> None:
+    """Answer one request through the endpoint's app, without opening a port."""
+    from starlette.testclient import TestClient
+
+    from . import artifact
+    from .errors import ClientError
+    from .serving.app import create_app
+
+    body = Path(input_path).read_bytes() if input_path else sys.stdin.buffer.read()
+    app = create_app(artifact.load(model))
+    with TestClient(app) as client:
+        response = client.post("/invocations", content=body,
+                               headers={"Content-Type": content_type, "Accept": accept})
+    if response.status_code != 200:
+        message = response.json()["error"]["message"]
+        raise ClientError(f"HTTP {response.status_code}: {message}")
+    sys.stdout.buffer.write(response.content)
+    sys.stdout.buffer.flush()
+
+
+@main.command()
+@click.argument("model", type=click.Path())
+@click.option("--input", "input_location", required=True,
+              help="A file or directory of input files (or a file:// / s3:// URI).")
+@click.option("--output", "output_dir", required=True, type=click.Path(file_okay=False),
+              help="Directory for one <name>.out per input file.")
+@click.option("--content-type", default="application/jsonlines", show_default=True)
+@click.option("--accept", default="application/jsonlines", show_default=True)
+@click.option("--split-type", type=click.Choice(["Line", "RecordIO", "None"]), default="Line",
+              show_default=True)
+@click.option("--batch-strategy", type=click.Choice(["MultiRecord", "SingleRecord"]),
+              default="MultiRecord", show_default=True)
+@click.option("--assemble-with", type=click.Choice(["Line", "None"]), default="Line",
+              show_default=True)
+@click.option("--max-payload-mb", type=float, default=6.0, show_default=True)
+@click.option("--threads", type=int, default=None, help="faiss threads (default: all CPUs).")
+@reports_errors
+def transform(model: str, input_location: str, output_dir: str, content_type: str,
+              accept: str, split_type: str, batch_strategy: str, assemble_with: str,
+              max_payload_mb: float, threads: int | None) -> None:
+    """Batch transform: answer every input file into <name>.out (SageMaker's transform job)."""
+    from . import artifact
+    from . import transform as transform_job
+    from .index import set_threads
+
+    set_threads(threads)
+    spec = transform_job.TransformSpec(content_type, accept, split_type, batch_strategy,
+                                       assemble_with, max_payload_mb)
+    for path in transform_job.run(artifact.load(model), input_location, Path(output_dir), spec):
+        click.echo(str(path))

@@ -45,7 +45,7 @@ def tar_bytes(out: Path) -> dict[str, bytes]:
 
 def test_sample_size_and_determinism(channel_dir: Path, tmp_path: Path) -> None:
     a = job(channel_dir, tmp_path / "a")
-    b = job(channel_dir, tmp_path / "b")
+    job(channel_dir, tmp_path / "b")
     c = job(channel_dir, tmp_path / "c", _seed="1")
     assert a.model.meta.num_points == 1000 and a.metrics["records_read"] == 2500
     assert tar_bytes(tmp_path / "a") == tar_bytes(tmp_path / "b")

@@ -1,0 +1,1 @@
+"""The HTTP endpoint: an ASGI app (starlette) over the inference core, run by uvicorn."""

@@ -1,0 +1,49 @@
+"""Run the endpoint under uvicorn: one process, the model loaded once, in the foreground."""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+import uvicorn
+
+from .. import artifact
+from ..model import KnnModel
+from ..settings import ServingSettings
+from .app import create_app
+
+log = logging.getLogger(__name__)
+
+CONTAINER_MODEL_DIR = Path("/opt/ml/model")
+
+
+def model_location(path: Path) -> Path:
+    """A model directory, or the ``model.tar.gz`` inside one that holds only the archive."""
+    if path.is_dir() and not (path / artifact.META_FILE).exists():
+        packed = path / "model.tar.gz"
+        if packed.exists():
+            return packed
+    return path
+
+
+def serve(path: Path, settings: ServingSettings) -> None:
+    """Serve until interrupted; a model that fails to load stops the server with its error."""
+    location = model_location(path)
+
+    def load() -> KnnModel:
+        return artifact.load(location)
+
+    config = uvicorn.Config(None, host=settings.host, port=settings.port,  # type: ignore[arg-type]
+                            log_level="info", access_log=False, lifespan="on")
+    server = uvicorn.Server(config)
+
+    def stop(exc: BaseException) -> None:
+        server.should_exit = True
+
+    app = create_app(load, settings, on_load_error=stop)
+    config.app = app
+    log.info("Serving %s on http://%s:%d", location, settings.host, settings.port)
+    server.run()
+    error = app.state.endpoint.load_error
+    if error is not None:
+        raise error

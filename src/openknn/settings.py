@@ -1,0 +1,73 @@
+"""Serving settings from an injected mapping (the environment by default); every
+environment-variable name is defined here once."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass, replace
+from typing import Any
+
+from .errors import ClientError
+
+BIND_TO_PORT = "SAGEMAKER_BIND_TO_PORT"
+MAX_PAYLOAD_IN_MB = "SAGEMAKER_MAX_PAYLOAD_IN_MB"
+BATCH_STRATEGY = "SAGEMAKER_BATCH_STRATEGY"
+MAX_CONCURRENT_TRANSFORMS = "SAGEMAKER_MAX_CONCURRENT_TRANSFORMS"
+BATCH_WINDOW_MS = "OPENKNN_BATCH_WINDOW_MS"
+MAX_BATCH_ROWS = "OPENKNN_MAX_BATCH_ROWS"
+THREADS = "OPENKNN_THREADS"
+
+DEFAULT_PORT = 8080
+
+
+@dataclass(frozen=True)
+class ServingSettings:
+    """How the endpoint runs. ``batch_window_ms`` caps how long a search waits for more rows."""
+
+    host: str = "127.0.0.1"
+    port: int = DEFAULT_PORT
+    max_payload_mb: float = 6.0
+    batch_window_ms: float = 2.0
+    max_batch_rows: int = 4096
+    threads: int | None = None
+    batch_strategy: str = "MULTI_RECORD"
+    max_concurrent_transforms: int = 1
+
+    @property
+    def max_payload_bytes(self) -> int:
+        return int(self.max_payload_mb * 1024 * 1024)
+
+    def with_(self, **changes: Any) -> ServingSettings:
+        """A copy with the non-None ``changes`` applied (CLI options over the environment)."""
+        return replace(self, **{k: v for k, v in changes.items() if v is not None})
+
+
+def _number(env: Mapping[str, str], name: str, cast: type, default: Any) -> Any:
+    raw = env.get(name)
+    if raw is None or raw == "":
+        return default
+    try:
+        value = cast(raw)
+    except ValueError:
+        raise ClientError(f"Environment variable {name}={raw!r} is not a valid "
+                          f"{cast.__name__}; unset it or give a number") from None
+    if value < 0:
+        raise ClientError(f"Environment variable {name}={raw!r} must not be negative")
+    return value
+
+
+def from_env(env: Mapping[str, str] | None = None) -> ServingSettings:
+    """Settings from environment variables (SageMaker's names where SageMaker has one)."""
+    env = os.environ if env is None else env
+    d = ServingSettings()
+    return ServingSettings(
+        port=_number(env, BIND_TO_PORT, int, d.port),
+        max_payload_mb=_number(env, MAX_PAYLOAD_IN_MB, float, d.max_payload_mb),
+        batch_window_ms=_number(env, BATCH_WINDOW_MS, float, d.batch_window_ms),
+        max_batch_rows=max(1, _number(env, MAX_BATCH_ROWS, int, d.max_batch_rows)),
+        threads=_number(env, THREADS, int, None) or None,
+        batch_strategy=env.get(BATCH_STRATEGY, d.batch_strategy),
+        max_concurrent_transforms=_number(env, MAX_CONCURRENT_TRANSFORMS, int,
+                                          d.max_concurrent_transforms),
+    )

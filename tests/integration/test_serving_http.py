@@ -1,0 +1,264 @@
+"""A real `openknn serve` process on a free loopback port: every request x response type,
+verbose and not, equal to the in-process model; errors; metrics; the container contract."""
+
+from __future__ import annotations
+
+import io
+import os
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import numpy as np
+import orjson
+import pytest
+
+from openknn import artifact
+from openknn import index as fi
+from openknn.formats import csv as csv_format
+from openknn.formats import json as json_format
+from openknn.formats import recordio
+from openknn.model import KnnModel, ModelMeta
+
+RNG = np.random.default_rng(7)
+K = 4
+FEATURES = RNG.standard_normal((300, 6)).astype(np.float32)
+LABELS = RNG.integers(0, 3, 300).astype(np.float32)
+QUERIES = RNG.standard_normal((9, 6)).astype(np.float32)
+REQUEST_TYPES = ["text/csv", "application/json", "application/jsonlines",
+                 "application/x-recordio-protobuf"]
+RESPONSE_TYPES = ["application/json", "application/jsonlines",
+                  "application/x-recordio-protobuf", "text/csv"]
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def make_model(index_type: str = "faiss.Flat") -> KnnModel:
+    config = fi.IndexConfig(index_type=index_type, nlist=8)
+    index = fi.build(FEATURES, K, config)
+    meta = ModelMeta(k=K, predictor_type="classifier", feature_dim=6, index_dim=6,
+                     index_type=index_type, num_points=300)
+    return KnnModel(meta, index, LABELS)
+
+
+def wait_ready(url: str, proc: subprocess.Popen[bytes], timeout: float = 60) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise RuntimeError(f"server exited: {proc.stderr.read().decode()}")  # type: ignore[union-attr]
+        try:
+            if httpx.get(f"{url}/ping", timeout=1).status_code == 200:
+                return
+        except httpx.TransportError:
+            pass
+        time.sleep(0.1)
+    raise TimeoutError(url)
+
+
+def start_server(args: list[str], env: dict[str, str] | None = None,
+                 ) -> tuple[subprocess.Popen[bytes], str]:
+    port = free_port()
+    proc = subprocess.Popen([sys.executable, "-m", "openknn", "serve", *args, "--port",
+                             str(port), "--threads", "1"],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+                            env={**os.environ, **(env or {})})
+    url = f"http://127.0.0.1:{port}"
+    wait_ready(url, proc)
+    return proc, url
+
+
+def stop(proc: subprocess.Popen[bytes]) -> None:
+    proc.terminate()
+    try:
+        proc.wait(10)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+
+
+@pytest.fixture(scope="module")
+def model_tar(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    path = tmp_path_factory.mktemp("model") / "model.tar.gz"
+    artifact.write_model_tar(make_model(), path)
+    return path
+
+
+@pytest.fixture(scope="module")
+def server(model_tar: Path) -> Iterator[str]:
+    proc, url = start_server([str(model_tar)])
+    yield url
+    stop(proc)
+
+
+def request_body(media: str, x: np.ndarray) -> bytes:
+    if media == "text/csv":
+        return csv_format.encode_csv(x)
+    if media == "application/json":
+        # both instance forms of spec 3.1, mixed
+        inst = [{"features": r.tolist()} if i % 2 else {"data": {"features": {"values":
+                r.tolist()}}} for i, r in enumerate(x)]
+        return orjson.dumps({"instances": inst})
+    if media == "application/jsonlines":
+        return b"\n".join(orjson.dumps({"features": r.tolist()}) for r in x)
+    return recordio.dense_to_bytes(x)
+
+
+def response_arrays(media: str, body: bytes) -> dict[str, np.ndarray]:
+    if media == "application/json":
+        return json_format.parse_predictions_json(body)
+    if media == "application/jsonlines":
+        return json_format.parse_predictions_jsonlines(body)
+    if media == "text/csv":
+        return {"predicted_label": np.loadtxt(io.BytesIO(body), ndmin=1).astype(np.float32)}
+    out: dict[str, list[np.ndarray]] = {}
+    for record in recordio.read_records(body):
+        assert not record.features
+        for key, tensor in record.label.items():
+            out.setdefault(key, []).append(tensor.values)
+    return {key: np.array(v).squeeze(-1) if key == "predicted_label" else np.array(v)
+            for key, v in out.items()}
+
+
+@pytest.mark.parametrize("verbose", [False, True])
+@pytest.mark.parametrize("accept", RESPONSE_TYPES)
+@pytest.mark.parametrize("content_type", REQUEST_TYPES)
+def test_every_pair_equals_in_process(server: str, content_type: str, accept: str,
+                                      verbose: bool) -> None:
+    model = make_model()
+    distances, labels = model.neighbors(QUERIES)
+    expected = model.predict(QUERIES)
+    accept_header = f"{accept}; verbose=true" if verbose else accept
+    r = httpx.post(f"{server}/invocations", content=request_body(content_type, QUERIES),
+                   headers={"Content-Type": content_type, "Accept": accept_header})
+    assert r.status_code == 200, r.text
+    assert r.headers["content-type"].startswith(accept)
+    got = response_arrays(accept, r.content)
+    np.testing.assert_array_equal(got["predicted_label"], expected)
+    if verbose and accept != "text/csv":
+        np.testing.assert_array_equal(got["labels"], labels)
+        np.testing.assert_allclose(got["distances"], distances, rtol=1e-6)
+        assert (np.diff(got["distances"], axis=1) >= 0).all()
+    else:
+        assert set(got) == {"predicted_label"}
+
+
+def test_recordio_response_matches_spec_vector(server: str) -> None:
+    # spec 4.5 vector 3: a response record with predicted_label 2.0
+    model = make_model()
+    row = QUERIES[[int(np.argmax(model.predict(QUERIES) == 2.0))]]
+    assert model.predict(row)[0] == 2.0
+    r = httpx.post(f"{server}/invocations", content=recordio.dense_to_bytes(row),
+                   headers={"Content-Type": "application/x-recordio-protobuf",
+                            "Accept": "application/x-recordio-protobuf"})
+    assert r.content.hex() == ("0a23d7ce1d000000121b0a0f7072656469637465645f6c6162656c1208"
+                               "12060a0400000040000000")
+
+
+def test_sparse_recordio_and_json_requests(server: str) -> None:
+    scipy_sparse = pytest.importorskip("scipy.sparse")
+    x = QUERIES.copy()
+    x[np.abs(x) < 0.5] = 0
+    buf = io.BytesIO()
+    recordio.write_sparse(buf, scipy_sparse.csr_matrix(x))
+    r = httpx.post(f"{server}/invocations", content=buf.getvalue(),
+                   headers={"Content-Type": "application/x-recordio-protobuf"})
+    expected = make_model().predict(x)
+    np.testing.assert_array_equal(json_format.parse_predictions_json(r.content)
+                                  ["predicted_label"], expected)
+    inst = [{"data": {"features": {"keys": np.nonzero(row)[0].tolist(), "shape": [6],
+                                   "values": row[row != 0].tolist()}}} for row in x]
+    r = httpx.post(f"{server}/invocations", content=orjson.dumps({"instances": inst}),
+                   headers={"Content-Type": "application/json"})
+    np.testing.assert_array_equal(json_format.parse_predictions_json(r.content)
+                                  ["predicted_label"], expected)
+
+
+def test_default_accept_and_label_size(server: str) -> None:
+    body = csv_format.encode_csv(np.column_stack([np.full(9, 5.0, np.float32), QUERIES]))
+    for accept in (None, "*/*"):
+        headers = {"Content-Type": "text/csv; label_size=1"}
+        if accept:
+            headers["Accept"] = accept
+        r = httpx.post(f"{server}/invocations", content=body, headers=headers)
+        assert r.status_code == 200 and r.headers["content-type"] == "application/json"
+        np.testing.assert_array_equal(json_format.parse_predictions_json(r.content)
+                                      ["predicted_label"], make_model().predict(QUERIES))
+
+
+@pytest.mark.parametrize(("headers", "body", "status", "pattern"), [
+    ({"Content-Type": "application/xml"}, b"<a/>", 415, "Content-Type 'application/xml' is "
+     "not supported"),
+    ({"Content-Type": "text/csv", "Accept": "image/png"}, b"1,2,3,4,5,6", 406,
+     "Accept 'image/png' names no supported type"),
+    ({"Content-Type": "text/csv"}, b"1,2,3,4,5", 400, "expected 6 columns"),
+    ({"Content-Type": "text/csv"}, b"1,2,3,4,5,6\n1,2,nan,4,5,6", 400,
+     r"row 2: features contain NaN"),
+    ({"Content-Type": "application/json"}, b'{"instances": [{"features": [1,2]}]}', 400,
+     "54|6"),
+    ({"Content-Type": "text/csv"}, b"", 400, "no records"),
+])
+def test_errors_have_one_shape(server: str, headers: dict[str, str], body: bytes,
+                               status: int, pattern: str) -> None:
+    import re
+    r = httpx.post(f"{server}/invocations", content=body, headers=headers)
+    assert r.status_code == status
+    error = r.json()["error"]
+    assert error["code"] == status and re.search(pattern, error["message"]), error
+    assert "Traceback" not in r.text
+    # the next good request is answered correctly
+    ok = httpx.post(f"{server}/invocations", content=request_body("text/csv", QUERIES),
+                    headers={"Content-Type": "text/csv"})
+    np.testing.assert_array_equal(json_format.parse_predictions_json(ok.content)
+                                  ["predicted_label"], make_model().predict(QUERIES))
+
+
+def test_payload_limit(model_tar: Path) -> None:
+    proc, url = start_server([str(model_tar)], env={"SAGEMAKER_MAX_PAYLOAD_IN_MB": "0.001"})
+    try:
+        body = request_body("text/csv", np.tile(QUERIES, (20, 1)))
+        assert len(body) > 1048
+        r = httpx.post(f"{url}/invocations", content=body, headers={"Content-Type": "text/csv"})
+        assert r.status_code == 413
+        assert "over the 0.001 MB payload limit" in r.json()["error"]["message"]
+        r = httpx.post(f"{url}/invocations", content=request_body("text/csv", QUERIES[:1]),
+                       headers={"Content-Type": "text/csv"})
+        assert r.status_code == 200
+        params = httpx.get(f"{url}/execution-parameters").json()
+        assert params["BatchStrategy"] == "MULTI_RECORD" and "MaxConcurrentTransforms" in params
+    finally:
+        stop(proc)
+
+
+def test_metrics(server: str) -> None:
+    httpx.post(f"{server}/invocations", content=b"1,2,3,4,5,6",
+               headers={"Content-Type": "text/csv"})
+    text = httpx.get(f"{server}/metrics").text
+    for name in ("openknn_requests_total{status=\"200\"}", "openknn_errors_total",
+                 "openknn_rows_total", "openknn_request_latency_seconds_bucket",
+                 "openknn_batch_rows_bucket"):
+        assert name in text
+
+
+def test_container_mode_port_from_environment(tmp_path: Path, model_tar: Path) -> None:
+    """`openknn serve` with no model reads /opt/ml/model; here the same through a copy."""
+    artifact.unpack(model_tar, tmp_path / "model")
+    proc, url = start_server([str(tmp_path / "model")])
+    try:
+        assert httpx.get(f"{url}/ping").status_code == 200
+    finally:
+        stop(proc)
+
+
+def test_bad_model_path_fails_clearly(tmp_path: Path) -> None:
+    port = free_port()
+    r = subprocess.run([sys.executable, "-m", "openknn", "serve", str(tmp_path / "none"),
+                        "--port", str(port)], capture_output=True, text=True, timeout=60)
+    assert r.returncode == 1 and "Traceback" not in r.stderr
+    assert r.stderr.strip().splitlines()[-1].startswith("ClientError: Model path")
