@@ -47,7 +47,8 @@ def parse_json(body: bytes, feature_dim: int | None, *, source: str = "<body>") 
                  if type(doc) is dict else _show(doc))
         raise DataError(f'{source}: expected a JSON object {{"instances": [...]}}, found '
                         f"{found}; {_JSON_HINT}")
-    return _matrix(instances, feature_dim, source, lambda i: f"instance {i + 1}", data)
+    return _matrix(instances, feature_dim, source, lambda i: f"instance {i + 1}", data,
+                   _JSON_HINT)
 
 
 def parse_jsonlines(body: bytes, feature_dim: int | None, *, source: str = "<body>") -> Matrix:
@@ -61,7 +62,8 @@ def parse_jsonlines(body: bytes, feature_dim: int | None, *, source: str = "<bod
         if line.strip():
             instances.append(_loads(line, source, number, _LINES_HINT))
             numbers.append(number)
-    return _matrix(instances, feature_dim, source, lambda i: f"line {numbers[i]}", data)
+    return _matrix(instances, feature_dim, source, lambda i: f"line {numbers[i]}", data,
+                   _LINES_HINT)
 
 
 def _check_dim(feature_dim: int | None, source: str) -> None:
@@ -81,7 +83,7 @@ def _loads(data: bytes, source: str, line: int | None, hint: str) -> Any:
         return orjson.loads(data)
     except orjson.JSONDecodeError as exc:
         if line is None and not data.strip():
-            raise _no_instances(source) from None
+            raise _no_instances(source, hint) from None
         try:
             data.decode("utf-8")
         except UnicodeDecodeError as bad:
@@ -93,21 +95,20 @@ def _loads(data: bytes, source: str, line: int | None, hint: str) -> Any:
             ) from None
         where = f"line {exc.lineno}, column {exc.colno}" if line is None else (
             f"line {line}, column {exc.colno}")
-        raise DataError(f"{source}: not valid JSON at {where}: {exc.msg} (numbers must be "
-                        f"finite and within double range); {hint}") from None
+        note = " (numbers must be within double range)" if "number" in exc.msg else ""
+        raise DataError(f"{source}: not valid JSON at {where}: {exc.msg}{note}; {hint}") from None
 
 
-def _no_instances(source: str) -> DataError:
-    return DataError(f"{source}: no instances: the body is empty or lists none; {_JSON_HINT} "
-                     "(JSON), or one instance per line (JSON Lines)")
+def _no_instances(source: str, hint: str) -> DataError:
+    return DataError(f"{source}: no instances: the body is empty or lists none; {hint}")
 
 
 def _matrix(instances: list[Any], feature_dim: int | None, source: str, label: Label,
-            body: bytes) -> Matrix:
+            body: bytes, hint: str) -> Matrix:
     """Every instance's features as one float32 matrix: the common all-number, same-length
     case goes through one ``np.asarray``; otherwise each row is checked to name the fault."""
     if not instances:
-        raise _no_instances(source)
+        raise _no_instances(source, hint)
     rows = [_row(instances[0], 0, feature_dim, source, label)]
     dim = len(rows[0]) if feature_dim is None else feature_dim
     rows += [_row(x, i, dim, source, label) for i, x in enumerate(instances[1:], start=1)]
@@ -223,13 +224,12 @@ def _sparse_size(shape: Any, where: str, dim: int | None) -> int:
 
 def _show(value: Any) -> str:
     """A JSON value for a message: its text (cut at 40 characters) and its kind."""
-    kind = {type(None): "", bool: " (a boolean)", str: " (a string)", list: " (a list)",
-            dict: " (an object)"}.get(type(value), "")
+    kind = {bool: " (a boolean)", str: " (a string)", list: " (a list)", dict: " (an object)"}
     try:
         text = orjson.dumps(value).decode()
     except orjson.JSONEncodeError:  # nested beyond orjson's dump limit
         text = "..."
-    return (text if len(text) <= 40 else text[:37] + "...") + kind
+    return (text if len(text) <= 40 else text[:37] + "...") + kind.get(type(value), "")
 
 
 # --- responses ----------------------------------------------------------------------------
@@ -245,7 +245,7 @@ def encode_json(predicted: npt.ArrayLike, distances: npt.ArrayLike | None = None
 
 def encode_jsonlines(predicted: npt.ArrayLike, distances: npt.ArrayLike | None = None,
                      labels: npt.ArrayLike | None = None) -> bytes:
-    """The objects of :func:`encode_json`, one per line, each line ending in ``\n``."""
+    """The objects of :func:`encode_json`, one per line, each line ending in ``\\n``."""
     objects = _objects(predicted, distances, labels)
     if not objects:
         return b""
@@ -255,20 +255,30 @@ def encode_jsonlines(predicted: npt.ArrayLike, distances: npt.ArrayLike | None =
 
 def _objects(predicted: npt.ArrayLike, distances: npt.ArrayLike | None,
              labels: npt.ArrayLike | None) -> list[dict[str, Any]]:
-    """Each row's object for orjson: float32 scalars and row views, which orjson writes as
-    shortest float32 text, or pre-written rows of small whole numbers (class ids)."""
+    """Each row's object for one orjson dump: float32 scalars and row views, which orjson
+    writes as the shortest float32 text, or rows of whole numbers written beforehand."""
     first = np.ascontiguousarray(predicted, np.float32)
     if first.ndim != 1:
         raise ValueError(f"predicted must be 1-D, got shape {first.shape}")
-    columns: dict[str, Any] = {"predicted_label": list(first)}
-    for key, values in (("distances", distances), ("labels", labels)):
-        if values is not None:
-            array = np.ascontiguousarray(values, np.float32)
-            if array.ndim != 2 or array.shape[0] != first.shape[0]:
-                raise ValueError(f"{key} must be (n, k) with n = {first.shape[0]} rows of "
-                                 f"predicted, got shape {array.shape}")
-            columns[key] = _whole_number_rows(array) or list(array)
-    return [dict(zip(columns, row)) for row in zip(*columns.values())]
+    top = list(first)
+    near = None if distances is None else _rows(distances, len(top), "distances")
+    votes = None if labels is None else _rows(labels, len(top), "labels")
+    if near is None and votes is None:
+        return [{"predicted_label": p} for p in top]
+    if votes is None:
+        return [{"predicted_label": p, "distances": d} for p, d in zip(top, near or ())]
+    if near is None:
+        return [{"predicted_label": p, "labels": v} for p, v in zip(top, votes)]
+    return [{"predicted_label": p, "distances": d, "labels": v}
+            for p, d, v in zip(top, near, votes)]
+
+
+def _rows(values: npt.ArrayLike, n: int, name: str) -> list[Any]:
+    array = np.ascontiguousarray(values, np.float32)
+    if array.ndim != 2 or array.shape[0] != n:
+        raise ValueError(f"{name} must be (n, k) with n = {n} rows of predicted, got shape "
+                         f"{array.shape}")
+    return _whole_number_rows(array) or list(array)
 
 
 def _whole_number_rows(array: np.ndarray) -> list[orjson.Fragment] | None:
@@ -285,11 +295,11 @@ def _whole_number_rows(array: np.ndarray) -> list[orjson.Fragment] | None:
     row = b"[" + (b"0" * digits + b".0,") * k  # a row of zeros; the digits are added
     text = np.empty((n, len(row)), np.uint8)
     text[:] = np.frombuffer(row[:-1] + b"]", np.uint8)
-    cells, rest = text[:, 1:].reshape(n, k, digits + 3), array.astype(np.int32)
-    for place in range(digits - 1, 0, -1):
-        cells[:, :, place] += (rest % 10).astype(np.uint8)
-        rest //= 10
-    cells[:, :, 0] += rest.astype(np.uint8)
+    cells, rest = text[:, 1:].reshape(n, k, digits + 3), array.astype(np.uint32)
+    for place in range(digits - 1, -1, -1):
+        higher = rest // 10  # numpy divides by a constant fast, but its % is slow
+        cells[:, :, place] += (rest - higher * 10).astype(np.uint8)
+        rest = higher
     flat, size = text.tobytes(), text.shape[1]
     return [orjson.Fragment(flat[i * size:(i + 1) * size]) for i in range(n)]
 
@@ -322,7 +332,7 @@ def _columns(rows: list[Any]) -> dict[str, np.ndarray]:
                         'objects {"predicted_label": x, "distances": [...], "labels": [...]}'
                         ) from None
     for key, array in columns.items():
-        if array.ndim != (1 if key == "predicted_label" else 2) and rows:
+        if array.ndim != (1 if key == "predicted_label" else 2):
             raise DataError(f"<response>: {key} has shape {array.shape}; expected one "
                             f"{'number' if key == 'predicted_label' else 'list'} per row")
     with np.errstate(over="ignore"):
