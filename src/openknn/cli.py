@@ -4,6 +4,7 @@ logging, and it turns every openknn error into one ``ClientError: ...`` line and
 from __future__ import annotations
 
 import logging
+import signal
 import sys
 from collections.abc import Callable
 from functools import wraps
@@ -52,8 +53,8 @@ def reports_errors(func: F) -> F:
         except (click.ClickException, click.exceptions.Exit, click.Abort, SystemExit):
             raise
         except KeyboardInterrupt:
-            click.echo("Interrupted; no model was written.", err=True)
-            sys.exit(130)
+            click.echo("Stopped; no model was written.", err=True)
+            sys.exit(143)
         except Exception as exc:  # every error becomes one line, never a traceback
             fail(exc)
     return wrapper  # type: ignore[return-value]
@@ -87,15 +88,26 @@ def train(train: str | None, test: str | None, content_type: str | None, hps: tu
     """Train a k-NN model (SageMaker's training job)."""
     from . import container, training
 
+    # StopTrainingJob sends SIGTERM: unwind like Ctrl-C, so temporary files are removed and
+    # no model is left half-written.
+    signal.signal(signal.SIGTERM, _terminated)
+
     if sm_root is not None:
         root = Path(sm_root)
         try:
             spec = container.spec_from_root(root, threads)
             training.run(spec)
+        except KeyboardInterrupt:
+            click.echo("Stopped; no model was written.", err=True)
+            sys.exit(143)
         except Exception as exc:
             fail(exc, lambda reason: container.write_failure(root, reason))
         return
     _train_local(train, test, content_type, hps, hp_file, Path(output_dir), threads)
+
+
+def _terminated(signum: int, frame: object) -> None:
+    raise KeyboardInterrupt
 
 
 @reports_errors

@@ -188,3 +188,29 @@ def test_missing_train_channel(tmp_path: Path) -> None:
     r = openknn("train", "--train", str(tmp_path / "nowhere"), *HP,
                 "--output-dir", str(tmp_path / "out"))
     assert_clean_failure(r, tmp_path / "out", r"'.*nowhere' does not exist")
+
+
+def test_sigterm_leaves_no_model(tmp_path: Path) -> None:
+    rng = np.random.default_rng(1)
+    pbr(tmp_path / "train" / "a.pbr", rng.standard_normal((100_000, 32)), np.zeros(100_000))
+    pbr(tmp_path / "test" / "a.pbr", rng.standard_normal((60_000, 32)), np.zeros(60_000))
+    out = tmp_path / "out"
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "openknn", "train", "--train", str(tmp_path / "train"),
+         "--test", str(tmp_path / "test"), "--hp", "feature_dim=32", "--hp", "k=10",
+         "--hp", "sample_size=100000", "--hp", "predictor_type=classifier",
+         "--output-dir", str(out), "--threads", "1"],
+        stderr=subprocess.PIPE, text=True)
+    assert proc.stderr is not None
+    for line in proc.stderr:  # wait until the job is building or scoring
+        if "Building faiss.Flat" in line:
+            break
+    import signal
+    import time
+    time.sleep(0.2)
+    proc.send_signal(signal.SIGTERM)
+    rest = proc.stderr.read()
+    assert proc.wait(60) == 143, rest
+    assert "Stopped; no model was written." in rest and "Traceback" not in rest
+    assert not (out / "model.tar.gz").exists()
+    assert not out.exists() or not list(out.iterdir())

@@ -109,15 +109,17 @@ def _matrix(instances: list[Any], feature_dim: int | None, source: str, label: L
     case goes through one ``np.asarray``; otherwise each row is checked to name the fault."""
     if not instances:
         raise _no_instances(source, hint)
-    rows = [_row(instances[0], 0, feature_dim, source, label)]
+    expected = f"the model expects {feature_dim}"
+    rows = [_row(instances[0], 0, feature_dim, expected, source, label)]
     dim = len(rows[0]) if feature_dim is None else feature_dim
-    rows += [_row(x, i, dim, source, label) for i, x in enumerate(instances[1:], start=1)]
     if dim == 0:
         raise DataError(f"{source}: {label(0)} has no features; send at least one number "
                         "per instance")
+    expected = expected if feature_dim else f"{label(0)} has {dim}"
+    rows += [_row(x, i, dim, expected, source, label) for i, x in enumerate(instances[1:], 1)]
     matrix = _fast_matrix(rows, dim, body)
     if matrix is None:
-        _check_rows(rows, dim, feature_dim is not None, source, label)
+        _check_rows(rows, dim, expected, source, label)
         matrix = np.array(rows, np.float64)
     with np.errstate(over="ignore"):  # beyond float32: inf, which the server rejects by row
         return matrix.astype(np.float32)
@@ -136,15 +138,18 @@ def _fast_matrix(rows: list[Any], dim: int, body: bytes) -> np.ndarray | None:
     return matrix if ok else None
 
 
-def _check_rows(rows: list[Any], dim: int, given: bool, source: str, label: Label) -> None:
+def _check_rows(rows: list[Any], dim: int, expected: str, source: str, label: Label) -> None:
     """Raise for the first instance whose features are not ``dim`` numbers."""
     for i, row in enumerate(rows):
         if type(row) is list:
             _check_numbers(row, f"{source}: {label(i)}", "feature")
         if len(row) != dim:
-            expected = f"the model expects {dim}" if given else f"{label(0)} has {dim}"
-            raise DataError(f"{source}: {label(i)} has {len(row)} features; {expected}; send "
-                            f"exactly {dim} numbers in every instance")
+            raise _count_error(f"{source}: {label(i)}", len(row), dim, expected)
+
+
+def _count_error(where: str, count: int, dim: int, expected: str) -> DataError:
+    return DataError(f"{where} has {count} features; {expected}; send exactly {dim} numbers "
+                     "in every instance")
 
 
 def _check_numbers(values: list[Any], where: str, what: str) -> None:
@@ -155,7 +160,8 @@ def _check_numbers(values: list[Any], where: str, what: str) -> None:
                             "null or lists)")
 
 
-def _row(instance: Any, i: int, dim: int | None, source: str, label: Label) -> Any:
+def _row(instance: Any, i: int, dim: int | None, expected: str, source: str,
+         label: Label) -> Any:
     """The instance's feature list (unchecked) or its densified sparse row."""
     if type(instance) is dict:
         features = instance.get("features")
@@ -163,7 +169,7 @@ def _row(instance: Any, i: int, dim: int | None, source: str, label: Label) -> A
             return features
         data = instance.get("data")
         if features is None and type(data) is dict and type(data.get("features")) is dict:
-            return _tensor(data["features"], f"{source}: {label(i)}", dim)
+            return _tensor(data["features"], f"{source}: {label(i)}", dim, expected)
     raise _form_error(instance, f"{source}: {label(i)}")
 
 
@@ -182,7 +188,7 @@ def _form_error(instance: Any, where: str) -> DataError:
                      "give every instance one of these forms")
 
 
-def _tensor(tensor: dict[str, Any], where: str, dim: int | None) -> Any:
+def _tensor(tensor: dict[str, Any], where: str, dim: int | None, expected: str) -> Any:
     """``data.features``: its ``values`` list, or with ``keys`` (or only a ``shape``) a dense
     float64 row of zeros with the values at the keys."""
     values, keys, shape = tensor.get("values"), tensor.get("keys"), tensor.get("shape")
@@ -192,6 +198,8 @@ def _tensor(tensor: dict[str, Any], where: str, dim: int | None) -> Any:
     if keys is None and (shape is None or values):
         return values
     size = _sparse_size(shape, where, dim)
+    if dim is not None and size != dim:  # before np.zeros(size): shapes can be huge
+        raise _count_error(where, size, dim, expected)
     keys = [] if keys is None else keys
     if type(keys) is not list or not all(type(k) is int for k in keys):
         bad = keys if type(keys) is not list else next(k for k in keys if type(k) is not int)
