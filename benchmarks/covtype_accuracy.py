@@ -1,6 +1,6 @@
 """The tutorial's Part 1 on the real Kaggle covtype rows: openknn's training job (k=10, Flat,
-RecordIO channels as the tutorial writes them) beside scikit-learn's brute-force k-NN on the
-same split. Prints both accuracies and whether every prediction agrees.
+RecordIO channels written as ``openknn datasets covtype`` writes them) beside scikit-learn's
+brute-force k-NN on the same split. Prints both accuracies and whether every prediction agrees.
 
     .venv/bin/python benchmarks/covtype_accuracy.py [--path FILE] [--k 10] [--workdir DIR]
 """
@@ -8,52 +8,28 @@ same split. Prints both accuracies and whether every prediction agrees.
 from __future__ import annotations
 
 import argparse
-import gzip
 import tempfile
 import time
 from pathlib import Path
 
 import numpy as np
 
-from openknn import artifact, training
+from openknn import artifact, datasets, training
 from openknn.data import Channel
-from openknn.formats import recordio
 
 DEFAULT = (Path(__file__).resolve().parents[2] / "shared" / "data" / "covtype"
            / "kaggle-forest-cover-type-prediction_train.csv.gz")
 
 
-def load_kaggle(path: Path) -> np.ndarray:
-    """UCI-format rows (54 features, label last) from Kaggle's train.csv (header, Id column)."""
-    with gzip.open(path, "rt") if path.suffix == ".gz" else open(path) as f:
-        raw = np.loadtxt(f, delimiter=",", skiprows=1)
-    return raw[:, 1:]
-
-
-def tutorial_split(raw: np.ndarray) -> tuple[np.ndarray, ...]:
-    """The notebook's split: np.random.seed(0), shuffle, first 90% train."""
-    np.random.seed(0)
-    np.random.shuffle(raw)
-    cut = int(0.9 * raw.shape[0])
-    return raw[:cut, :-1], raw[:cut, -1], raw[cut:, :-1], raw[cut:, -1]
-
-
-def write_channel(directory: Path, features: np.ndarray, labels: np.ndarray) -> None:
-    directory.mkdir(parents=True, exist_ok=True)
-    with open(directory / "data.pbr", "wb") as f:
-        recordio.write_dense(f, features, labels)
-
-
 def run(path: Path, k: int, workdir: Path) -> dict[str, float]:
-    x, y, xt, yt = tutorial_split(load_kaggle(path))
-    write_channel(workdir / "train", x, y)
-    write_channel(workdir / "test", xt, yt)
+    x, y, xt, yt = split = datasets.tutorial_split(datasets.load_covtype(path))
+    channels = datasets.write_channels(workdir / "data", split, ["recordio"])
     t0 = time.perf_counter()
     result = training.run(training.TrainingJobSpec(
         hyperparameters={"feature_dim": "54", "k": str(k), "sample_size": "200000",
                          "predictor_type": "classifier"},
-        channels={"train": Channel("train", str(workdir / "train")),
-                  "test": Channel("test", str(workdir / "test"))},
+        channels={"train": Channel("train", str(channels["train_recordio"])),
+                  "test": Channel("test", str(channels["test_recordio"]))},
         output_dir=workdir / "out"))
     train_s = time.perf_counter() - t0
     model = artifact.load(workdir / "out" / "model.tar.gz")

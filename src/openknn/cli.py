@@ -74,6 +74,8 @@ def main(verbose: bool) -> None:
 @click.option("--content-type", default=None,
               help="Channel content type (text/csv or application/x-recordio-protobuf); "
                    "default: by file name, else RecordIO-protobuf.")
+@click.option("--train-content-type", default=None, help="Content type of the train channel.")
+@click.option("--test-content-type", default=None, help="Content type of the test channel.")
 @click.option("--hp", "hps", multiple=True, metavar="NAME=VALUE",
               help="A hyperparameter, repeatable: --hp k=10 --hp feature_dim=54 ...")
 @click.option("--hyperparameters", "hp_file", type=click.Path(dir_okay=False),
@@ -83,7 +85,8 @@ def main(verbose: bool) -> None:
 @click.option("--sm-root", type=click.Path(file_okay=False),
               help="Run as a SageMaker training container rooted here (e.g. /opt/ml).")
 @click.option("--threads", type=int, default=None, help="faiss threads (default: all CPUs).")
-def train(train: str | None, test: str | None, content_type: str | None, hps: tuple[str, ...],
+def train(train: str | None, test: str | None, content_type: str | None,
+          train_content_type: str | None, test_content_type: str | None, hps: tuple[str, ...],
           hp_file: str | None, output_dir: str, sm_root: str | None, threads: int | None) -> None:
     """Train a k-NN model (SageMaker's training job)."""
     from . import container, training
@@ -103,7 +106,8 @@ def train(train: str | None, test: str | None, content_type: str | None, hps: tu
         except Exception as exc:
             fail(exc, lambda reason: container.write_failure(root, reason))
         return
-    _train_local(train, test, content_type, hps, hp_file, Path(output_dir), threads)
+    types = (train_content_type or content_type, test_content_type or content_type)
+    _train_local(train, test, types, hps, hp_file, Path(output_dir), threads)
 
 
 def _terminated(signum: int, frame: object) -> None:
@@ -111,24 +115,28 @@ def _terminated(signum: int, frame: object) -> None:
 
 
 @reports_errors
-def _train_local(train: str | None, test: str | None, content_type: str | None,
+def _train_local(train: str | None, test: str | None, types: tuple[str | None, str | None],
                  hps: tuple[str, ...], hp_file: str | None, output_dir: Path,
                  threads: int | None) -> None:
     import json
 
     from . import training
     from .data import Channel
-    from .errors import ChannelError
+    from .errors import ChannelError, HyperparameterError
 
     if train is None:
         raise ChannelError("Must provide train channel: pass --train PATH (or --sm-root)")
     raw: dict[str, object] = {}
     if hp_file is not None:
-        raw.update(json.loads(Path(hp_file).read_text()))
+        try:
+            raw.update(json.loads(Path(hp_file).read_text()))
+        except (OSError, ValueError) as exc:
+            raise HyperparameterError(f"--hyperparameters {hp_file}: cannot read a JSON "
+                                      f"object from it ({exc})") from None
     raw.update(hyperparameters.parse_assignments(hps))
-    channels = {"train": Channel("train", train, content_type)}
+    channels = {"train": Channel("train", train, types[0])}
     if test is not None:
-        channels["test"] = Channel("test", test, content_type)
+        channels["test"] = Channel("test", test, types[1])
     spec = training.TrainingJobSpec(raw, channels, output_dir=output_dir, threads=threads)
     result = training.run(spec)
     click.echo(f"model: {output_dir / training.MODEL_TAR}")
@@ -162,10 +170,12 @@ def hyperparameters_cmd(markdown: bool) -> None:
               help="Longest wait to gather concurrent rows into one search (default 2).")
 @click.option("--max-batch-rows", type=int, default=None, help="Rows per search at most.")
 @click.option("--threads", type=int, default=None, help="faiss threads (default: all CPUs).")
+@click.option("--owner-pid", type=int, default=None, hidden=True,
+              help="Exit when this process ends (set by the SDK's deploy).")
 @reports_errors
 def serve(model: str | None, host: str | None, port: int | None,
           max_payload_mb: float | None, batch_window_ms: float | None,
-          max_batch_rows: int | None, threads: int | None) -> None:
+          max_batch_rows: int | None, threads: int | None, owner_pid: int | None) -> None:
     """Serve a model over HTTP (SageMaker's endpoint). Without MODEL: /opt/ml/model."""
     from . import settings as serving_settings
     from .serving import server
@@ -175,7 +185,7 @@ def serve(model: str | None, host: str | None, port: int | None,
         host=host or ("0.0.0.0" if container else "127.0.0.1"), port=port,
         max_payload_mb=max_payload_mb, batch_window_ms=batch_window_ms,
         max_batch_rows=max_batch_rows, threads=threads)
-    server.serve(Path(model) if model else server.CONTAINER_MODEL_DIR, settings)
+    server.serve(Path(model) if model else server.CONTAINER_MODEL_DIR, settings, owner_pid)
 
 
 @main.command()
@@ -237,3 +247,102 @@ def transform(model: str, input_location: str, output_dir: str, content_type: st
                                        assemble_with, max_payload_mb)
     for path in transform_job.run(artifact.load(model), input_location, Path(output_dir), spec):
         click.echo(str(path))
+
+
+# ---------------------------------------------------------------- openknn datasets
+
+
+@main.group(name="datasets")
+def datasets_group() -> None:
+    """Fetch real data sets and write them as train/test channels for `openknn train`."""
+
+
+def _formats_option(ctx: click.Context, param: click.Parameter, value: str) -> tuple[str, ...]:
+    from .datasets import FORMATS
+
+    names = tuple(dict.fromkeys(v.strip() for v in value.split(",") if v.strip()))
+    unknown = [name for name in names if name not in FORMATS]
+    if unknown or not names:
+        raise click.BadParameter(f"{value!r}: give a comma-separated subset of "
+                                 f"{','.join(FORMATS)}")
+    return names
+
+
+_FORMATS_OPTION = click.option(
+    "--formats", default="csv,recordio", show_default=True, callback=_formats_option,
+    help="Channel formats to write, comma-separated: csv (label first, no header) and/or "
+         "recordio (RecordIO-protobuf, as write_numpy_to_dense_tensor writes it).")
+
+
+def _report_channels(split: Any, channels: dict[str, Path], feature_dim: int) -> None:
+    for line in split.describe():
+        click.echo(line)
+    rows = {"train": len(split.train_y), "test": len(split.test_y)}
+    for name, directory in channels.items():
+        click.echo(f"{name}: {directory} ({rows[name.split('_', 1)[0]]} rows)")
+    fmt = "recordio" if "train_recordio" in channels else "csv"
+    click.echo(f"train with: openknn train --train {channels[f'train_{fmt}']} "
+               f"--test {channels[f'test_{fmt}']} --hp feature_dim={feature_dim} --hp k=10 "
+               "--hp sample_size=200000 --hp predictor_type=classifier")
+
+
+@datasets_group.command(name="covtype")
+@click.option("--path", default=None,
+              help="A local UCI covtype.data[.gz] or Kaggle train.csv[.gz]; without it, "
+                   "UCI's covtype.data.gz is downloaded (and cached).")
+@click.option("--output", type=click.Path(file_okay=False), default="data/covtype",
+              show_default=True, help="Where the train/ and test/ channels are written.")
+@click.option("--cache-dir", type=click.Path(file_okay=False), default=None,
+              help="Download cache (default: $OPENKNN_CACHE, else ~/.cache/openknn).")
+@_FORMATS_OPTION
+@reports_errors
+def datasets_covtype(path: str | None, output: str, cache_dir: str | None,
+                     formats: tuple[str, ...]) -> None:
+    """Covertype as the tutorial prepares it: seed 0 shuffle, 90/10 split."""
+    from . import datasets
+
+    raw = datasets.load_covtype(datasets.covtype_file(path, cache_dir))
+    split = datasets.tutorial_split(raw)
+    _report_channels(split, datasets.write_channels(output, split, formats), 54)
+
+
+@datasets_group.command(name="fashion-mnist")
+@click.option("--path", type=click.Path(), default=None,
+              help="A folder with the four IDX files (default: Debian's "
+                   "/usr/share/datasets/fashion-mnist).")
+@click.option("--output", type=click.Path(file_okay=False), default="data/fashion-mnist",
+              show_default=True, help="Where the train/ and test/ channels are written.")
+@_FORMATS_OPTION
+@reports_errors
+def datasets_fashion_mnist(path: str | None, output: str, formats: tuple[str, ...]) -> None:
+    """Fashion-MNIST's 60,000 / 10,000 split, float32 pixels and labels."""
+    from . import datasets
+
+    split = datasets.fashion_mnist_split(Path(path) if path else None)
+    _report_channels(split, datasets.write_channels(output, split, formats), 784)
+
+
+@main.group()
+def endpoints() -> None:
+    """Local endpoints started by the SDK's deploy(): list them, delete them by name."""
+
+
+@endpoints.command(name="list")
+@reports_errors
+def endpoints_list() -> None:
+    """Live endpoints (stale entries of crashed owners are cleaned on the way)."""
+    from .sdk import endpoints as registry
+
+    for info in registry.list_endpoints():
+        click.echo(f"{info.name}\t{info.url}\tpid {info.pid}\t{info.model_data}")
+
+
+@endpoints.command(name="delete")
+@click.argument("name")
+@reports_errors
+def endpoints_delete(name: str) -> None:
+    """Stop an endpoint and free its port."""
+    from .sdk import endpoints as registry
+
+    registry.delete(name)
+    click.echo(f"deleted {name}")

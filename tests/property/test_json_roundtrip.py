@@ -70,11 +70,19 @@ def test_jsonlines_request_parses_to_the_matrix(matrix, data):
     assert_bits_equal(parse_jsonlines(body, feature_dim), matrix)
 
 
+
+
+def columns(n: int) -> st.SearchStrategy[np.ndarray | None]:
+    """None, any float32 (n, k), or whole numbers of one digit count (class ids), which are
+    written by a byte matrix instead of orjson."""
+    shape = st.tuples(st.just(n), st.integers(0, 6))
+    whole = st.integers(1, 7).flatmap(lambda d: arrays(
+        np.float32, shape, elements=st.integers(10 ** (d - 1) if d > 1 else 0, 10**d - 1)))
+    return st.none() | arrays(np.float32, shape, elements=values32) | whole
+
+
 predictions = st.integers(0, 12).flatmap(lambda n: st.tuples(
-    arrays(np.float32, n, elements=values32),
-    st.none() | arrays(np.float32, st.tuples(st.just(n), st.integers(0, 6)), elements=values32),
-    st.none() | arrays(np.float32, st.tuples(st.just(n), st.integers(0, 6)), elements=values32),
-))
+    arrays(np.float32, n, elements=values32), columns(n), columns(n)))
 
 
 @given(predictions, st.booleans())

@@ -181,6 +181,11 @@ def test_a_covtype_sized_body_parses_exactly():
      b'"values": [1]}}}]}', None, r"positive integer below 2147483648, found \[99999999999\]"),
     (b'{"instances": [{"data": {"features": {"keys": [0], "shape": [5], "values": [1]}}}]}', 4,
      r"instance 1 has 5 features; the model expects 4"),
+    (b'{"instances": [{"data": {"features": {"keys": [0], "shape": [2147483647], '
+     b'"values": [1]}}}]}', 4, r"instance 1 has 2147483647 features; the model expects 4"),
+    (b'{"instances": [{"features": [1, 2]}, {"data": {"features": {"keys": [0], '
+     b'"shape": [2000000000], "values": [1]}}}]}', None,
+     r"instance 2 has 2000000000 features; instance 1 has 2; send exactly 2 numbers"),
 ])
 def test_parse_json_errors(body, feature_dim, message):
     with pytest.raises(DataError, match=message):
@@ -331,6 +336,7 @@ def test_parse_predictions_inverts_encode():
     (b'{"predictions": [{"predicted_label": [1]}]}', r"predicted_label has shape \(1, 1\)"),
     (b'{"predictions": [{"predicted_label": 1, "labels": 1}]}', r"labels has shape \(1,\)"),
     (b'{"predictions": [', r"<response>: not valid JSON at line 1"),
+    (b" ", r"<response>: no predictions: the body is empty"),
 ])
 def test_parse_predictions_errors(body, message):
     with pytest.raises(DataError, match=message):

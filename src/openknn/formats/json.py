@@ -42,9 +42,8 @@ def parse_json(body: bytes, feature_dim: int | None, *, source: str = "<body>") 
     doc = _loads(data, source, None, _JSON_HINT)
     instances = doc.get("instances") if type(doc) is dict else None
     if type(instances) is not list:
-        found = (f'"instances" holding {_show(instances)}' if type(doc) is dict and
-                 "instances" in doc else "an object without an \"instances\" key"
-                 if type(doc) is dict else _show(doc))
+        found = (_show(doc) if type(doc) is not dict else f'"instances" holding {_show(instances)}'
+                 if "instances" in doc else 'an object without an "instances" key')
         raise DataError(f'{source}: expected a JSON object {{"instances": [...]}}, found '
                         f"{found}; {_JSON_HINT}")
     return _matrix(instances, feature_dim, source, lambda i: f"instance {i + 1}", data,
@@ -77,13 +76,14 @@ def _bytes(body: bytes) -> bytes:
     return data[3:] if data.startswith(_BOM) else data
 
 
-def _loads(data: bytes, source: str, line: int | None, hint: str) -> Any:
+def _loads(data: bytes, source: str, line: int | None, hint: str,
+           empty: str = "no instances") -> Any:
     """orjson's parse, its errors as DataErrors that say where (``line`` for JSON Lines)."""
     try:
         return orjson.loads(data)
     except orjson.JSONDecodeError as exc:
         if line is None and not data.strip():
-            raise _no_instances(source, hint) from None
+            raise _no_instances(source, hint, empty) from None
         try:
             data.decode("utf-8")
         except UnicodeDecodeError as bad:
@@ -99,8 +99,8 @@ def _loads(data: bytes, source: str, line: int | None, hint: str) -> Any:
         raise DataError(f"{source}: not valid JSON at {where}: {exc.msg}{note}; {hint}") from None
 
 
-def _no_instances(source: str, hint: str) -> DataError:
-    return DataError(f"{source}: no instances: the body is empty or lists none; {hint}")
+def _no_instances(source: str, hint: str, empty: str = "no instances") -> DataError:
+    return DataError(f"{source}: {empty}: the body is empty or lists none; {hint}")
 
 
 def _matrix(instances: list[Any], feature_dim: int | None, source: str, label: Label,
@@ -115,7 +115,7 @@ def _matrix(instances: list[Any], feature_dim: int | None, source: str, label: L
     if dim == 0:
         raise DataError(f"{source}: {label(0)} has no features; send at least one number "
                         "per instance")
-    expected = expected if feature_dim else f"{label(0)} has {dim}"
+    expected = expected if feature_dim is not None else f"{label(0)} has {dim}"
     rows += [_row(x, i, dim, expected, source, label) for i, x in enumerate(instances[1:], 1)]
     matrix = _fast_matrix(rows, dim, body)
     if matrix is None:
@@ -271,14 +271,14 @@ def _objects(predicted: npt.ArrayLike, distances: npt.ArrayLike | None,
     top = list(first)
     near = None if distances is None else _rows(distances, len(top), "distances")
     votes = None if labels is None else _rows(labels, len(top), "labels")
-    if near is None and votes is None:
-        return [{"predicted_label": p} for p in top]
-    if votes is None:
-        return [{"predicted_label": p, "distances": d} for p, d in zip(top, near or ())]
-    if near is None:
+    if near is not None and votes is not None:
+        return [{"predicted_label": p, "distances": d, "labels": v}
+                for p, d, v in zip(top, near, votes)]
+    if near is not None:
+        return [{"predicted_label": p, "distances": d} for p, d in zip(top, near)]
+    if votes is not None:
         return [{"predicted_label": p, "labels": v} for p, v in zip(top, votes)]
-    return [{"predicted_label": p, "distances": d, "labels": v}
-            for p, d, v in zip(top, near, votes)]
+    return [{"predicted_label": p} for p in top]
 
 
 def _rows(values: npt.ArrayLike, n: int, name: str) -> list[Any]:
@@ -315,7 +315,8 @@ def _whole_number_rows(array: np.ndarray) -> list[orjson.Fragment] | None:
 def parse_predictions_json(body: bytes) -> dict[str, np.ndarray]:
     """The inverse of :func:`encode_json`: ``predicted_label`` ``(n,)`` and, if present,
     ``distances`` and ``labels`` ``(n, k)``, all float32 (null reads as NaN)."""
-    doc = _loads(_bytes(body), "<response>", None, 'expected {"predictions": [...]}')
+    doc = _loads(_bytes(body), "<response>", None, 'expected {"predictions": [...]}',
+                 "no predictions")
     rows = doc.get("predictions") if type(doc) is dict else None
     if type(rows) is not list:
         raise DataError(f'<response>: expected {{"predictions": [...]}}, found {_show(doc)}')

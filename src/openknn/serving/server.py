@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import logging
+import os
+import threading
 from pathlib import Path
 
 import uvicorn
@@ -26,7 +28,25 @@ def model_location(path: Path) -> Path:
     return path
 
 
-def serve(path: Path, settings: ServingSettings) -> None:
+def _watch_owner(owner_pid: int, server: uvicorn.Server, every: float = 1.0) -> None:
+    """Stop the server when the process that deployed it is gone (a crashed notebook)."""
+    stopped = threading.Event()
+
+    def loop() -> None:
+        while not stopped.wait(every):
+            try:
+                os.kill(owner_pid, 0)
+            except ProcessLookupError:
+                log.warning("Owner process %d is gone; shutting the endpoint down", owner_pid)
+                server.should_exit = True
+                return
+            except PermissionError:
+                pass
+
+    threading.Thread(target=loop, name="openknn-owner-watch", daemon=True).start()
+
+
+def serve(path: Path, settings: ServingSettings, owner_pid: int | None = None) -> None:
     """Serve until interrupted; a model that fails to load stops the server with its error."""
     location = model_location(path)
 
@@ -42,6 +62,8 @@ def serve(path: Path, settings: ServingSettings) -> None:
 
     app = create_app(load, settings, on_load_error=stop)
     config.app = app
+    if owner_pid is not None:
+        _watch_owner(owner_pid, server)
     log.info("Serving %s on http://%s:%d", location, settings.host, settings.port)
     server.run()
     error = app.state.endpoint.load_error

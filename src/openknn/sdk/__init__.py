@@ -1,0 +1,22 @@
+"""The SageMaker Python SDK's k-NN surface, running locally: ``KNN`` / ``Estimator`` ``fit``
+→ ``deploy`` → ``Predictor.predict`` → ``delete_endpoint``, and the RecordIO helpers."""
+
+from __future__ import annotations
+
+from .endpoints import EndpointNotFound, list_endpoints
+from .estimator import (KNN, Estimator, KNNModel, Model, RecordSet, TrainingInput,
+                        UnexpectedStatusException, image_uri)
+from .predictor import KNNPredictor, ModelError, Predictor
+from .serializers import (BytesDeserializer, CSVDeserializer, CSVSerializer, JSONDeserializer,
+                          JSONLinesDeserializer, JSONLinesSerializer, JSONSerializer, Record,
+                          RecordDeserializer, RecordSerializer, read_records,
+                          write_numpy_to_dense_tensor, write_spmatrix_to_sparse_tensor)
+
+__all__ = [
+    "KNN", "BytesDeserializer", "CSVDeserializer", "CSVSerializer", "EndpointNotFound",
+    "Estimator", "JSONDeserializer", "JSONLinesDeserializer", "JSONLinesSerializer",
+    "JSONSerializer", "KNNModel", "KNNPredictor", "Model", "ModelError", "Predictor", "Record",
+    "RecordDeserializer", "RecordSerializer", "RecordSet", "TrainingInput",
+    "UnexpectedStatusException", "image_uri", "list_endpoints", "read_records",
+    "write_numpy_to_dense_tensor", "write_spmatrix_to_sparse_tensor",
+]

@@ -1,0 +1,356 @@
+"""``Estimator`` / ``KNN`` / ``RecordSet`` / ``Model``: the SageMaker Python SDK's training
+and deployment flow, running `openknn train` and `openknn serve` as local processes."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from .. import hyperparameters
+from ..errors import ClientError, DataError
+from ..formats import recordio
+from . import endpoints
+from .predictor import KNNPredictor, Predictor
+from .serializers import BaseDeserializer, BaseSerializer
+
+DEFAULT_OUTPUT = "openknn-output"
+DEFAULT_DATA_LOCATION = "openknn-record-sets"
+MANIFEST = ".amazon.manifest"
+
+
+class UnexpectedStatusException(ClientError):
+    """A training job ended Failed (the SDK's exception of the same name)."""
+
+
+def _local(location: str) -> Path:
+    """A local directory from a path or ``file://`` URI (``s3://`` needs a real S3)."""
+    if location.startswith("file://"):
+        return Path(location[len("file://"):])
+    if "://" in location:
+        raise ClientError(f"Location {location!r}: openknn's local SDK writes to local paths "
+                          "or file:// URIs; change the s3:// location to a local directory")
+    return Path(location)
+
+
+def timestamp() -> str:
+    """``YYYY-MM-DD-HH-MM-SS-mmm`` in UTC, as SageMaker names jobs."""
+    now = time.time()
+    return time.strftime("%Y-%m-%d-%H-%M-%S", time.gmtime(now)) + f"-{int(now * 1000) % 1000:03d}"
+
+
+@dataclass
+class TrainingInput:
+    """One channel: where its data is, and optionally its content type."""
+
+    s3_data: str
+    content_type: str | None = None
+    distribution: str = "FullyReplicated"
+
+
+@dataclass
+class RecordSet:
+    """RecordIO-protobuf shards of an array, as ``KNN.record_set`` writes them."""
+
+    s3_data: str
+    num_records: int
+    feature_dim: int
+    s3_data_type: str = "ManifestFile"
+    channel: str = "train"
+    distribution: str = "ShardedByS3Key"
+
+    def data_channel(self) -> dict[str, TrainingInput]:
+        return {self.channel: TrainingInput(self.s3_data, None, self.distribution)}
+
+
+class TrainingJob:
+    """A running or finished `openknn train` process and what it reported."""
+
+    def __init__(self, name: str, output_dir: Path, proc: subprocess.Popen[str]) -> None:
+        self.name = name
+        self.output_dir = output_dir
+        self._proc = proc
+        self._lines: list[str] = []
+        self._printed = 0
+
+    @property
+    def model_data(self) -> str:
+        return str(self.output_dir / "model.tar.gz")
+
+    def _pump(self, logs: bool) -> None:
+        assert self._proc.stderr is not None
+        for line in self._proc.stderr:
+            self._lines.append(line)
+            if logs:
+                sys.stdout.write(line)
+                sys.stdout.flush()
+        self._proc.wait()
+        (self.output_dir / "training.log").write_text("".join(self._lines))
+
+    def wait(self, logs: bool = True) -> None:
+        """Block until the job ends; raise UnexpectedStatusException if it failed."""
+        self._pump(logs)
+        if self._proc.returncode != 0:
+            raise UnexpectedStatusException(
+                f"Error for Training job {self.name}: Failed. Reason: {self.failure_reason()}")
+
+    def failure_reason(self) -> str:
+        for line in reversed(self._lines):
+            if line.startswith(("ClientError:", "AlgorithmError:")):
+                return line.strip()
+        return f"exit status {self._proc.returncode}"
+
+    def metrics(self) -> dict[str, Any]:
+        path = self.output_dir / "metrics.json"
+        return dict(json.loads(path.read_text())) if path.exists() else {}
+
+    def describe(self) -> dict[str, Any]:
+        """The fields of DescribeTrainingJob that a notebook reads."""
+        code = self._proc.poll()
+        status = "InProgress" if code is None else ("Completed" if code == 0 else "Failed")
+        out: dict[str, Any] = {"TrainingJobName": self.name, "TrainingJobStatus": status,
+                               "ModelArtifacts": {"S3ModelArtifacts": self.model_data}}
+        if status == "Failed":
+            out["FailureReason"] = self.failure_reason()
+        metrics = self.metrics()
+        out["FinalMetricDataList"] = [{"MetricName": k, "Value": v}
+                                      for k, v in metrics.items() if k.startswith("test:")]
+        return out
+
+
+def _write_hyperparameters(path: Path, hp: Mapping[str, Any]) -> None:
+    path.write_text(json.dumps({k: str(v) for k, v in hp.items() if v is not None}))
+
+
+def _channels(inputs: Any) -> dict[str, TrainingInput]:
+    """``fit``'s argument as channels: a dict of URIs / TrainingInputs, a RecordSet or a
+    list of RecordSets, or one URI (the train channel)."""
+    if isinstance(inputs, RecordSet):
+        return inputs.data_channel()
+    if isinstance(inputs, str):
+        return {"train": TrainingInput(inputs)}
+    if isinstance(inputs, Mapping):
+        return {name: v if isinstance(v, TrainingInput) else TrainingInput(str(v))
+                for name, v in inputs.items()}
+    if isinstance(inputs, Sequence):
+        out: dict[str, TrainingInput] = {}
+        for item in inputs:
+            out.update(_channels(item))
+        return out
+    raise ClientError(f"fit() cannot use {type(inputs).__name__}; pass a RecordSet, a list of "
+                      "RecordSets, or a dict like {'train': path, 'test': path}")
+
+
+class Estimator:
+    """The generic estimator the covtype notebook uses: ``image_uri`` + hyperparameters."""
+
+    base_job_name = "knn"
+
+    def __init__(self, image_uri: str | None = None, role: str | None = None,
+                 instance_count: int | None = 1, instance_type: str | None = "local",
+                 output_path: str | None = None, sagemaker_session: Any = None,
+                 base_job_name: str | None = None,
+                 hyperparameters: Mapping[str, Any] | None = None, **kwargs: Any) -> None:
+        self.image_uri = image_uri
+        self.role = role
+        self.instance_count = instance_count or 1
+        self.instance_type = instance_type or "local"
+        self.output_path = output_path or DEFAULT_OUTPUT
+        self.base_job_name = base_job_name or self.base_job_name
+        self._hyperparameters: dict[str, Any] = {}
+        self.latest_training_job: TrainingJob | None = None
+        if self.instance_count > 1:
+            raise ClientError(
+                f"instance_count={self.instance_count}: multi-instance training needs "
+                "openknn's distributed runner on Ray, which this version does not include "
+                "yet; use instance_count=1")
+        if hyperparameters:
+            self.set_hyperparameters(**hyperparameters)
+
+    def set_hyperparameters(self, **hp: Any) -> None:
+        """Set hyperparameters; each value is checked at once against the one table."""
+        hyperparameters.parse(hp, rules=())
+        self._hyperparameters.update(hp)
+
+    def hyperparameters(self) -> dict[str, str]:
+        """The non-None values as strings, as the SDK sends them."""
+        return {k: str(v) for k, v in self._hyperparameters.items() if v is not None}
+
+    def _job_name(self, job_name: str | None) -> str:
+        return job_name or f"{self.base_job_name}-{timestamp()}"
+
+    def fit(self, inputs: Any = None, wait: bool = True, logs: bool = True,
+            job_name: str | None = None, **kwargs: Any) -> None:
+        """Run a training job over the channels; its model lands in
+        ``output_path/<job_name>/output/model.tar.gz``."""
+        channels = _channels(inputs) if inputs is not None else {}
+        if "train" not in channels:
+            raise DataError("Must provide train channel.")  # a ValueError, as in the SDK
+        hyperparameters.parse(self._hyperparameters)  # fail before any job starts
+        name = self._job_name(job_name)
+        out = _local(self.output_path) / name / "output"
+        out.mkdir(parents=True, exist_ok=True)
+        _write_hyperparameters(out.parent / "hyperparameters.json", self._hyperparameters)
+        args = [sys.executable, "-m", "openknn", "train", "--hyperparameters",
+                str(out.parent / "hyperparameters.json"), "--output-dir", str(out)]
+        for channel, spec in channels.items():
+            if channel not in ("train", "test"):
+                raise ClientError(f"Unknown channel {channel!r}; k-NN reads 'train' and 'test'")
+            location = _local(spec.s3_data)
+            if not location.exists():
+                raise ClientError(f"Channel {channel!r} location {spec.s3_data!r} does not "
+                                  "exist; write the data there first or fix the path")
+            args += [f"--{channel}", str(location)]
+            if spec.content_type:
+                args += [f"--{channel}-content-type", spec.content_type]
+        proc = subprocess.Popen(args, stderr=subprocess.PIPE, stdout=subprocess.DEVNULL,
+                                stdin=subprocess.DEVNULL, text=True)
+        self.latest_training_job = TrainingJob(name, out, proc)
+        if wait:
+            self.latest_training_job.wait(logs)
+        else:
+            threading.Thread(target=self.latest_training_job._pump, args=(False,),
+                             daemon=True).start()
+
+    @property
+    def model_data(self) -> str:
+        if self.latest_training_job is None:
+            raise ClientError("No training job yet: call fit() before model_data or deploy()")
+        return self.latest_training_job.model_data
+
+    @property
+    def metrics(self) -> dict[str, Any]:
+        """The finished job's metrics.json (``test:accuracy`` or ``test:mse`` among them)."""
+        return self.latest_training_job.metrics() if self.latest_training_job else {}
+
+    def _predictor_class(self) -> type[Predictor]:
+        return Predictor
+
+    def deploy(self, initial_instance_count: int = 1, instance_type: str = "local",
+               serializer: BaseSerializer | None = None,
+               deserializer: BaseDeserializer | None = None,
+               endpoint_name: str | None = None, **kwargs: Any) -> Predictor:
+        """Start a local endpoint for the trained model and return its predictor."""
+        job = self.latest_training_job
+        if job is None or job.describe()["TrainingJobStatus"] != "Completed":
+            raise ClientError("deploy() needs a completed training job; call fit() first")
+        model = Model(job.model_data, predictor_cls=self._predictor_class())
+        return model.deploy(initial_instance_count, instance_type, serializer, deserializer,
+                            endpoint_name or job.name)
+
+
+class Model:
+    """A trained artifact that can be deployed (``KNNModel`` is the same with KNN defaults)."""
+
+    def __init__(self, model_data: str, image_uri: str | None = None, role: str | None = None,
+                 predictor_cls: type[Predictor] = Predictor, **kwargs: Any) -> None:
+        self.model_data = model_data
+        self.predictor_cls = predictor_cls
+
+    def deploy(self, initial_instance_count: int = 1, instance_type: str = "local",
+               serializer: BaseSerializer | None = None,
+               deserializer: BaseDeserializer | None = None,
+               endpoint_name: str | None = None, **kwargs: Any) -> Predictor:
+        if initial_instance_count != 1:
+            raise ClientError(
+                f"initial_instance_count={initial_instance_count}: replicated endpoints need "
+                "openknn's Ray serving, which this version does not include yet; use 1")
+        if not Path(_local(self.model_data)).exists():
+            raise ClientError(f"model_data {self.model_data!r} does not exist")
+        name = endpoint_name or f"knn-{timestamp()}"
+        endpoints.create(name, str(_local(self.model_data)))
+        predictor = self.predictor_cls(name)
+        if serializer is not None:
+            predictor.serializer = serializer
+        if deserializer is not None:
+            predictor.deserializer = deserializer
+        return predictor
+
+
+class KNNModel(Model):
+    def __init__(self, model_data: str, role: str | None = None, **kwargs: Any) -> None:
+        super().__init__(model_data, role=role, predictor_cls=KNNPredictor, **kwargs)
+
+
+KNN_ARGS = ("k", "sample_size", "predictor_type", "dimension_reduction_type",
+            "dimension_reduction_target", "index_type", "index_metric",
+            "faiss_index_ivf_nlists", "faiss_index_pq_m")
+
+
+class KNN(Estimator):
+    """The SDK's k-NN estimator: hyperparameters as arguments, RecordSet inputs."""
+
+    def __init__(self, role: str | None = None, instance_count: int | None = 1,
+                 instance_type: str | None = "local", k: int | None = None,
+                 sample_size: int | None = None, predictor_type: str | None = None,
+                 dimension_reduction_type: str | None = None,
+                 dimension_reduction_target: int | None = None,
+                 index_type: str | None = None, index_metric: str | None = None,
+                 faiss_index_ivf_nlists: str | int | None = None,
+                 faiss_index_pq_m: int | None = None, data_location: str | None = None,
+                 **kwargs: Any) -> None:
+        super().__init__(None, role, instance_count, instance_type, **kwargs)
+        values = dict(zip(KNN_ARGS, (k, sample_size, predictor_type, dimension_reduction_type,
+                                     dimension_reduction_target, index_type, index_metric,
+                                     faiss_index_ivf_nlists, faiss_index_pq_m)))
+        if dimension_reduction_type is not None and dimension_reduction_target is None:
+            raise ClientError('"dimension_reduction_target" is required when '
+                              '"dimension_reduction_type" is set.')
+        self.set_hyperparameters(**{k: v for k, v in values.items() if v is not None})
+        self.data_location = data_location or DEFAULT_DATA_LOCATION
+
+    def _predictor_class(self) -> type[Predictor]:
+        return KNNPredictor
+
+    def record_set(self, train: np.ndarray, labels: np.ndarray | None = None,
+                   channel: str = "train", encrypt: bool = False,
+                   distribution: str = "ShardedByS3Key") -> RecordSet:
+        """Write ``train`` (and ``labels``) as ``instance_count`` RecordIO shards plus a
+        manifest under ``data_location``, as the SDK uploads them."""
+        shards = self.instance_count
+        if train.ndim != 2:
+            raise ClientError(f"record_set needs a 2-D array, got shape {train.shape}")
+        if train.shape[0] < shards:
+            raise ClientError("Array length is less than num shards")
+        root = _local(self.data_location) / f"KNN-{timestamp()}"
+        root.mkdir(parents=True, exist_ok=True)
+        names = []
+        size = train.shape[0] // shards  # the last shard takes the remainder
+        bounds = [i * size for i in range(shards)] + [train.shape[0]]
+        width = len(str(shards))
+        for i in range(shards):
+            name = f"matrix_{i:0{width}d}.pbr"
+            with open(root / name, "wb") as f:
+                part = slice(bounds[i], bounds[i + 1])
+                recordio.write_dense(f, train[part], None if labels is None else labels[part])
+            names.append(name)
+        (root / MANIFEST).write_text(json.dumps([{"prefix": f"{root}/"}, *names]))
+        return RecordSet(str(root), int(train.shape[0]), int(train.shape[1]), channel=channel,
+                         distribution=distribution)
+
+    def fit(self, records: Any = None, mini_batch_size: int | None = None,  # type: ignore[override]
+            wait: bool = True,
+            logs: bool = True, job_name: str | None = None, **kwargs: Any) -> None:
+        """Train on RecordSets; ``feature_dim`` comes from the train RecordSet."""
+        items = records if isinstance(records, Sequence) else [records]
+        train = [r for r in items if isinstance(r, RecordSet) and r.channel == "train"]
+        if not train:
+            raise DataError("Must provide train channel.")  # a ValueError, as in the SDK
+        self._hyperparameters["feature_dim"] = train[0].feature_dim
+        if mini_batch_size is not None:
+            self.set_hyperparameters(mini_batch_size=mini_batch_size)
+        super().fit(records, wait, logs, job_name)
+
+
+def image_uri(*args: Any, **kwargs: Any) -> str:
+    """Stands in for ``sagemaker.image_uris.retrieve("knn", region)``: any value works here."""
+    return "openknn/knn:1"
+

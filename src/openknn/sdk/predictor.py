@@ -1,0 +1,87 @@
+"""``Predictor`` / ``KNNPredictor``: call a local endpoint by name, as the SageMaker SDK's
+predictor calls InvokeEndpoint."""
+
+from __future__ import annotations
+
+import io
+from collections.abc import Mapping
+from typing import Any
+
+import httpx
+
+from ..errors import ClientError
+from . import endpoints
+from .serializers import (BaseDeserializer, BaseSerializer, BytesDeserializer,
+                          RecordDeserializer, RecordSerializer)
+
+TIMEOUT_S = 60.0  # SageMaker's endpoint response limit
+
+
+class ModelError(ClientError):
+    """The endpoint answered an error (SageMaker's InvokeEndpoint ``ModelError``)."""
+
+
+class Predictor:
+    """Sends data to a named endpoint and deserializes the answer."""
+
+    def __init__(self, endpoint_name: str, sagemaker_session: Any = None,
+                 serializer: BaseSerializer | None = None,
+                 deserializer: BaseDeserializer | None = None) -> None:
+        self.endpoint_name = endpoint_name
+        self.serializer = serializer or RecordSerializer()
+        self.deserializer = deserializer or BytesDeserializer()
+        self._client = httpx.Client(timeout=TIMEOUT_S)
+
+    @property
+    def content_type(self) -> str:
+        return self.serializer.content_type
+
+    @property
+    def accept(self) -> tuple[str, ...]:
+        return self.deserializer.ACCEPT
+
+    def predict(self, data: Any, initial_args: Mapping[str, str] | None = None) -> Any:
+        """Serialize ``data``, invoke the endpoint, deserialize the response.
+
+        ``initial_args`` may override ``ContentType`` and ``Accept`` for this call, as the
+        notebooks do; the body is then sent as given when it is already bytes or text.
+        """
+        args = dict(initial_args or {})
+        content_type = args.get("ContentType", self.content_type)
+        accept = args.get("Accept", ", ".join(self.accept))
+        body = self.serializer.serialize(data)
+        info = endpoints.describe(self.endpoint_name)
+        try:
+            r = self._client.post(f"{info.url}/invocations", content=body,
+                                  headers={"Content-Type": content_type, "Accept": accept})
+        except httpx.HTTPError as exc:
+            raise endpoints.EndpointNotFound(
+                f"Could not reach endpoint {self.endpoint_name!r} at {info.url} ({exc}); "
+                "it may have been deleted") from None
+        if r.status_code != 200:
+            try:
+                message = r.json()["error"]["message"]
+            except (ValueError, KeyError, TypeError):
+                message = r.text
+            raise ModelError(f"Received client error ({r.status_code}) from endpoint "
+                             f"{self.endpoint_name!r} with message: {message}")
+        return self.deserializer.deserialize(io.BytesIO(r.content),
+                                             r.headers.get("content-type", ""))
+
+    def delete_endpoint(self, delete_endpoint_config: bool = True) -> None:
+        """Stop the endpoint process and free its port."""
+        self._client.close()
+        endpoints.delete(self.endpoint_name)
+
+    def delete_model(self) -> None:
+        """Nothing to delete locally: the model files stay where training wrote them."""
+
+
+class KNNPredictor(Predictor):
+    """The SDK's k-NN predictor: RecordIO-protobuf both ways by default."""
+
+    def __init__(self, endpoint_name: str, sagemaker_session: Any = None,
+                 serializer: BaseSerializer | None = None,
+                 deserializer: BaseDeserializer | None = None) -> None:
+        super().__init__(endpoint_name, sagemaker_session, serializer or RecordSerializer(),
+                         deserializer or RecordDeserializer())

@@ -1,0 +1,125 @@
+"""`openknn datasets` end to end as a user runs it: the tutorial's covtype channels feed
+`openknn train` to the benchmark's accuracy, and every failure is one ClientError line."""
+
+from __future__ import annotations
+
+import gzip
+import json
+import os
+import socket
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from openknn.formats import recordio
+
+from ..conftest import shared_file
+
+BENCHMARKS = Path(__file__).resolve().parents[2] / "benchmarks"
+KAGGLE = ("covtype", "kaggle-forest-cover-type-prediction_train.csv.gz")
+CHANNELS = ("train/recordio", "test/recordio", "train/csv", "test/csv")
+
+
+def openknn(*args: str, env: dict[str, str] | None = None,
+            cwd: Path | None = None) -> subprocess.CompletedProcess[str]:
+    full = {**os.environ, "PYTHONUNBUFFERED": "1", **(env or {})}
+    return subprocess.run([sys.executable, "-m", "openknn", *args], capture_output=True,
+                          text=True, env=full, cwd=cwd, timeout=300)
+
+
+def one_client_error(result: subprocess.CompletedProcess[str]) -> str:
+    assert result.returncode == 1, result.stderr
+    assert "Traceback" not in result.stderr
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("ClientError: "), result.stderr
+    return lines[0]
+
+
+def closed_port_url() -> str:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    return f"http://127.0.0.1:{port}/covtype.data.gz"
+
+
+def test_covtype_channels_train_to_the_benchmarks_accuracy(tmp_path: Path) -> None:
+    pytest.importorskip("sklearn")
+    path = shared_file(*KAGGLE)
+    data = tmp_path / "data"
+    r = openknn("datasets", "covtype", "--path", str(path), "--output", str(data))
+    assert r.returncode == 0, r.stderr
+    assert "train_features shape =  (13608, 54)" in r.stdout
+    assert "test_labels shape =  (1512,)" in r.stdout
+    for channel in CHANNELS:
+        folder = data / channel
+        assert folder.is_dir() and len(list(folder.iterdir())) == 1
+        rows = 13608 if channel.startswith("train") else 1512
+        assert f"{folder} ({rows} rows)" in r.stdout
+    x, y = recordio.decode_features((data / "test/recordio/test.pbr").read_bytes(), 54)
+    assert x.shape == (1512, 54) and y is not None and y.shape == (1512,)
+    csv_rows = np.loadtxt(data / "test/csv/test.csv", delimiter=",")
+    np.testing.assert_array_equal(csv_rows, np.column_stack([y, x]))
+
+    out = tmp_path / "out"
+    r = openknn("train", "--train", str(data / "train/recordio"), "--test",
+                str(data / "test/recordio"), "--hp", "feature_dim=54", "--hp", "k=10",
+                "--hp", "sample_size=200000", "--hp", "predictor_type=classifier",
+                "--output-dir", str(out))
+    assert r.returncode == 0, r.stderr
+    accuracy = json.loads((out / "metrics.json").read_text())["test:accuracy"]
+
+    sys.path.insert(0, str(BENCHMARKS))
+    try:
+        import covtype_accuracy
+    finally:
+        sys.path.remove(str(BENCHMARKS))
+    bench = covtype_accuracy.run(path, 10, tmp_path / "bench")
+    assert accuracy == bench["openknn_accuracy"] == bench["sklearn_accuracy"]
+
+
+def test_covtype_offline_is_one_client_error_naming_path(tmp_path: Path) -> None:
+    cache = tmp_path / "cache"
+    cache.mkdir()
+    url = closed_port_url()
+    r = openknn("datasets", "covtype", "--output", str(tmp_path / "data"),
+                env={"OPENKNN_CACHE": str(cache), "OPENKNN_COVTYPE_URLS": url})
+    line = one_client_error(r)
+    assert f"could not download covtype.data.gz from {url} (" in line
+    assert "pass --path" in line and "kaggle-forest-cover-type-prediction_train" in line
+    assert [p for p in cache.rglob("*") if p.is_file()] == []
+    assert not (tmp_path / "data").exists()
+
+
+def test_covtype_bad_inputs_are_one_client_error_line(tmp_path: Path) -> None:
+    line = one_client_error(openknn("datasets", "covtype", "--path", str(tmp_path / "no.gz")))
+    assert "no.gz: no such file; pass --path" in line
+    odd = tmp_path / "odd.csv.gz"
+    odd.write_bytes(gzip.compress(b"1,2,3\n"))
+    line = one_client_error(openknn("datasets", "covtype", "--path", str(odd)))
+    assert "odd.csv.gz: not a covtype file: its first line has 3 columns" in line
+    assert "55 integer columns" in line and "56 columns" in line
+    r = openknn("datasets", "covtype", "--path", str(odd), "--formats", "csv,parquet")
+    assert r.returncode == 2 and "Invalid value for '--formats'" in r.stderr
+
+
+def test_covtype_default_output_and_formats_option(tmp_path: Path) -> None:
+    rows = np.zeros((30, 55), np.int64)
+    rows[:, 0] = np.arange(30)
+    rows[:, 54] = np.arange(30) % 7 + 1
+    path = tmp_path / "covtype.data"
+    np.savetxt(path, rows, fmt="%d", delimiter=",")
+    r = openknn("datasets", "covtype", "--formats", "csv", "--path", str(path), cwd=tmp_path)
+    assert r.returncode == 0, r.stderr
+    assert sorted(p.relative_to(tmp_path / "data/covtype").as_posix()
+                  for p in (tmp_path / "data/covtype").rglob("*.*")) == [
+        "test/csv/test.csv", "train/csv/train.csv"]
+    assert "--train data/covtype/train/csv --test data/covtype/test/csv" in r.stdout
+
+
+def test_fashion_mnist_missing_folder_names_path(tmp_path: Path) -> None:
+    line = one_client_error(openknn("datasets", "fashion-mnist", "--path",
+                                    str(tmp_path / "none"), "--output", str(tmp_path / "o")))
+    assert "Fashion-MNIST not found in" in line and "pass --path" in line
