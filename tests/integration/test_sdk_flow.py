@@ -17,10 +17,21 @@ import pytest
 
 from openknn import artifact
 from openknn.errors import HyperparameterError
-from openknn.sdk import (KNN, CSVSerializer, EndpointNotFound, Estimator, JSONDeserializer,
-                         JSONLinesDeserializer, JSONLinesSerializer, JSONSerializer, ModelError,
-                         RecordDeserializer, RecordSerializer, UnexpectedStatusException,
-                         list_endpoints)
+from openknn.sdk import (
+    KNN,
+    CSVSerializer,
+    EndpointNotFound,
+    Estimator,
+    JSONDeserializer,
+    JSONLinesDeserializer,
+    JSONLinesSerializer,
+    JSONSerializer,
+    ModelError,
+    RecordDeserializer,
+    RecordSerializer,
+    UnexpectedStatusException,
+    list_endpoints,
+)
 from openknn.sdk import endpoints as registry
 
 from ..conftest import write_csv

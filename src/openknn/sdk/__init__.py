@@ -4,13 +4,32 @@
 from __future__ import annotations
 
 from .endpoints import EndpointNotFound, list_endpoints
-from .estimator import (KNN, Estimator, KNNModel, Model, RecordSet, TrainingInput,
-                        UnexpectedStatusException, image_uri)
+from .estimator import (
+                        KNN,
+                        Estimator,
+                        KNNModel,
+                        Model,
+                        RecordSet,
+                        TrainingInput,
+                        UnexpectedStatusException,
+                        image_uri,
+)
 from .predictor import KNNPredictor, ModelError, Predictor
-from .serializers import (BytesDeserializer, CSVDeserializer, CSVSerializer, JSONDeserializer,
-                          JSONLinesDeserializer, JSONLinesSerializer, JSONSerializer, Record,
-                          RecordDeserializer, RecordSerializer, read_records,
-                          write_numpy_to_dense_tensor, write_spmatrix_to_sparse_tensor)
+from .serializers import (
+                        BytesDeserializer,
+                        CSVDeserializer,
+                        CSVSerializer,
+                        JSONDeserializer,
+                        JSONLinesDeserializer,
+                        JSONLinesSerializer,
+                        JSONSerializer,
+                        Record,
+                        RecordDeserializer,
+                        RecordSerializer,
+                        read_records,
+                        write_numpy_to_dense_tensor,
+                        write_spmatrix_to_sparse_tensor,
+)
 
 __all__ = [
     "KNN", "BytesDeserializer", "CSVDeserializer", "CSVSerializer", "EndpointNotFound",

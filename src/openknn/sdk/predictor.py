@@ -11,8 +11,13 @@ import httpx
 
 from ..errors import ClientError
 from . import endpoints
-from .serializers import (BaseDeserializer, BaseSerializer, BytesDeserializer,
-                          RecordDeserializer, RecordSerializer)
+from .serializers import (
+    BaseDeserializer,
+    BaseSerializer,
+    BytesDeserializer,
+    RecordDeserializer,
+    RecordSerializer,
+)
 
 TIMEOUT_S = 60.0  # SageMaker's endpoint response limit
 

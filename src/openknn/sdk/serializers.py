@@ -11,8 +11,8 @@ import orjson
 
 from ..errors import DataError
 from ..formats import recordio
-from ..formats.media import CSV, JSON, JSONLINES, RECORDIO
 from ..formats._protobuf_wire import record_class
+from ..formats.media import CSV, JSON, JSONLINES, RECORDIO
 
 
 def _rows(data: Any) -> np.ndarray | None:
