@@ -30,6 +30,8 @@ def setup_logging(verbose: bool) -> None:
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(logging.DEBUG if verbose else logging.INFO)
+    # faiss's loader logs each CPU-specific build it could not import; that is not news.
+    logging.getLogger("faiss.loader").setLevel(logging.WARNING)
 
 
 def fail(exc: BaseException, failure_file: Callable[[str], None] | None = None) -> None:

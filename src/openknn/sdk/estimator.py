@@ -161,8 +161,9 @@ class Estimator:
                  hyperparameters: Mapping[str, Any] | None = None, **kwargs: Any) -> None:
         self.image_uri = image_uri
         self.role = role
-        self.instance_count = instance_count or 1
-        self.instance_type = instance_type or "local"
+        # SDK v1 spelled these train_instance_count / train_instance_type
+        self.instance_count = kwargs.pop("train_instance_count", None) or instance_count or 1
+        self.instance_type = kwargs.pop("train_instance_type", None) or instance_type or "local"
         self.output_path = output_path or DEFAULT_OUTPUT
         self.base_job_name = base_job_name or self.base_job_name
         self._hyperparameters: dict[str, Any] = {}

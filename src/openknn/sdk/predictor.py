@@ -36,14 +36,29 @@ class Predictor:
         self.serializer = serializer or RecordSerializer()
         self.deserializer = deserializer or BytesDeserializer()
         self._client = httpx.Client(timeout=TIMEOUT_S)
+        self._content_type: str | None = None  # SDK v1 notebooks assign these directly
+        self._accept: str | None = None
+
+    @property
+    def endpoint(self) -> str:
+        """SDK v1's name for ``endpoint_name``."""
+        return self.endpoint_name
 
     @property
     def content_type(self) -> str:
-        return self.serializer.content_type
+        return self._content_type or self.serializer.content_type
+
+    @content_type.setter
+    def content_type(self, value: str) -> None:
+        self._content_type = value
 
     @property
-    def accept(self) -> tuple[str, ...]:
-        return self.deserializer.ACCEPT
+    def accept(self) -> str:
+        return self._accept or ", ".join(self.deserializer.ACCEPT)
+
+    @accept.setter
+    def accept(self, value: str) -> None:
+        self._accept = value
 
     def predict(self, data: Any, initial_args: Mapping[str, str] | None = None) -> Any:
         """Serialize ``data``, invoke the endpoint, deserialize the response.
@@ -53,7 +68,7 @@ class Predictor:
         """
         args = dict(initial_args or {})
         content_type = args.get("ContentType", self.content_type)
-        accept = args.get("Accept", ", ".join(self.accept))
+        accept = args.get("Accept", self.accept)
         body = self.serializer.serialize(data)
         info = endpoints.describe(self.endpoint_name)
         try:

@@ -35,6 +35,9 @@ class BaseSerializer:
     def serialize(self, data: Any) -> bytes:
         raise NotImplementedError
 
+    def __call__(self, data: Any) -> bytes:  # SDK v1 serializers were plain functions
+        return self.serialize(data)
+
 
 class CSVSerializer(BaseSerializer):
     """Rows joined by ``\\n``, values by ``,`` (no trailing newline), as the SDK writes them."""
@@ -107,6 +110,9 @@ class BaseDeserializer:
     def deserialize(self, stream: IO[bytes], content_type: str) -> Any:
         raise NotImplementedError
 
+    def __call__(self, stream: IO[bytes], content_type: str) -> Any:
+        return self.deserialize(stream, content_type)
+
 
 class BytesDeserializer(BaseDeserializer):
     def deserialize(self, stream: IO[bytes], content_type: str) -> bytes:
@@ -163,11 +169,17 @@ def write_spmatrix_to_sparse_tensor(file: IO[bytes], array: Any,
     recordio.write_sparse(file, array, labels)  # type: ignore[arg-type]
 
 
+# SDK v1 names (``from sagemaker.predictor import csv_serializer, json_deserializer``).
+csv_serializer = CSVSerializer()
+json_serializer = JSONSerializer()
+json_deserializer = JSONDeserializer()
+
 # The protobuf message class, as ``sagemaker.amazon.record_pb2.Record``.
 Record = record_class()
 
 
 __all__ = ["BaseDeserializer", "BaseSerializer", "BytesDeserializer", "CSVDeserializer",
            "CSVSerializer", "JSONDeserializer", "JSONLinesDeserializer", "JSONLinesSerializer",
-           "JSONSerializer", "Record", "RecordDeserializer", "RecordSerializer",
+           "JSONSerializer", "Record", "RecordDeserializer", "RecordSerializer", "csv_serializer",
+           "json_deserializer", "json_serializer",
            "read_records", "write_numpy_to_dense_tensor", "write_spmatrix_to_sparse_tensor"]
