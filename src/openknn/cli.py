@@ -32,6 +32,7 @@ def setup_logging(verbose: bool) -> None:
     root.setLevel(logging.DEBUG if verbose else logging.INFO)
     # faiss's loader logs each CPU-specific build it could not import; that is not news.
     logging.getLogger("faiss.loader").setLevel(logging.WARNING)
+    logging.getLogger("httpx").setLevel(logging.WARNING)  # one line per request otherwise
 
 
 def fail(exc: BaseException, failure_file: Callable[[str], None] | None = None) -> None:
@@ -348,3 +349,18 @@ def endpoints_delete(name: str) -> None:
 
     registry.delete(name)
     click.echo(f"deleted {name}")
+
+
+@main.command()
+@click.option("--path", default=None,
+              help="A local covtype.data(.gz) or Kaggle train.csv(.gz); default: download "
+                   "UCI's covtype, else fall back to scikit-learn's digits.")
+@click.option("--workdir", type=click.Path(file_okay=False), default="openknn-quickstart",
+              show_default=True, help="Where the data, the model and the logs go.")
+@click.option("--k", type=int, default=10, show_default=True)
+@reports_errors
+def quickstart(path: str | None, workdir: str, k: int) -> None:
+    """Data → training job → endpoint → predictions → accuracy and latency → endpoint deleted."""
+    from . import quickstart as flow
+
+    flow.run(Path(workdir), path, k)

@@ -1,0 +1,56 @@
+"""`openknn quickstart`: the whole flow on covtype (--path) or, offline, on digits; prints
+accuracy and latency and leaves no endpoint process behind."""
+
+from __future__ import annotations
+
+import os
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from openknn.sdk import list_endpoints
+
+from ..conftest import shared_file
+
+
+def quickstart(tmp_path: Path, *args: str, **env: str) -> str:
+    r = subprocess.run([sys.executable, "-m", "openknn", "quickstart", "--workdir",
+                        str(tmp_path / "qs"), *args], capture_output=True, text=True,
+                       timeout=600, env={**os.environ, **env})
+    assert r.returncode == 0, r.stderr[-2000:]
+    return r.stdout
+
+
+@pytest.fixture(autouse=True)
+def home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("OPENKNN_HOME", str(tmp_path / "home"))
+
+
+def check(out: str) -> float:
+    assert re.search(r"single-row latency over \d+ requests: mean [0-9.]+ ms", out)
+    assert re.search(r"endpoint knn-[0-9-]+ deleted", out)
+    assert list_endpoints() == []
+    return float(re.search(r"accuracy of model: ([0-9.]+)%", out).group(1))  # type: ignore[union-attr]
+
+
+def test_quickstart_on_covtype(tmp_path: Path) -> None:
+    path = shared_file("covtype", "kaggle-forest-cover-type-prediction_train.csv.gz")
+    out = quickstart(tmp_path, "--path", str(path))
+    assert "data: covtype" in out
+    assert "time required for predicting 1512 data point" in out
+    from .test_tutorial import sklearn_accuracy
+
+    pytest.importorskip("sklearn")
+    assert check(out) == round(sklearn_accuracy(path) * 100, 1)
+
+
+def test_quickstart_offline_falls_back_to_digits(tmp_path: Path) -> None:
+    pytest.importorskip("sklearn")
+    out = quickstart(tmp_path, OPENKNN_COVTYPE_URLS="http://127.0.0.1:9/covtype.data.gz",
+                     OPENKNN_CACHE=str(tmp_path / "cache"))
+    assert "using scikit-learn's bundled digits set instead (pass --path for covtype)" in out
+    assert "data: digits" in out
+    assert check(out) > 90
