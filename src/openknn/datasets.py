@@ -20,7 +20,9 @@ from typing import Any, BinaryIO, NamedTuple
 
 import numpy as np
 
-from .errors import ChannelError, ClientError, DataError
+from .errors import ChannelError, ClientError, DataError, DownloadError
+from .settings import CACHE as CACHE_ENV
+from .settings import COVTYPE_URLS as COVTYPE_URLS_ENV
 
 log = logging.getLogger(__name__)
 
@@ -76,8 +78,6 @@ def fashion_mnist(directory: Path | None = None) -> dict[str, np.ndarray]:
 # ---------------------------------------------------------------- covtype: where it comes from
 
 # Read from an injected mapping (the environment by default) when a function runs.
-CACHE_ENV = "OPENKNN_CACHE"
-COVTYPE_URLS_ENV = "OPENKNN_COVTYPE_URLS"  # comma-separated; replaces COVTYPE_URLS
 DEFAULT_CACHE = "~/.cache/openknn"
 
 COVTYPE_NAME = "covtype.data.gz"
@@ -92,10 +92,6 @@ COVTYPE_HINT = ("pass --path to a local copy of covtype.data[.gz] or Kaggle's tr
 _NETWORK_ERRORS = (urllib.error.URLError, http.client.HTTPException, ConnectionError,
                    TimeoutError, ValueError)
 _CHUNK = 1 << 20
-
-
-class DownloadError(ClientError, ConnectionError):
-    """No URL of a data set could be fetched (offline, blocked, or a server error)."""
 
 
 def default_cache_dir(env: Mapping[str, str] | None = None) -> Path:

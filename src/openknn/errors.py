@@ -73,5 +73,9 @@ class MissingExtraError(OpenKnnError, ImportError):
         )
 
 
+class DownloadError(ClientError, ConnectionError):
+    """A data set could not be downloaded (no network, or the host refused)."""
+
+
 class AlgorithmError(OpenKnnError, RuntimeError):
     """openknn itself failed (a bug or an environment fault), not the user's input."""

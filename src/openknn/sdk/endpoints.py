@@ -20,8 +20,8 @@ from pathlib import Path
 import httpx
 
 from ..errors import ClientError
+from ..settings import HOME as REGISTRY_ENV
 
-REGISTRY_ENV = "OPENKNN_HOME"
 READY_TIMEOUT_S = 120.0
 
 
