@@ -87,6 +87,7 @@ class BenchConfig:
     raw_calls: int = 2000  # cap per raw faiss measurement
     csv_requests: int = 30
     concurrencies: tuple[int, ...] = (1, 8, 32)
+    lean_check: bool = True  # also run the highest concurrency with the lean client
     batch_window_ms: float | None = None  # None: the server's default (or its env)
     max_batch_rows: int | None = None
     seed: int = 0
@@ -204,11 +205,13 @@ class Server:
 
 
 @contextlib.contextmanager
-def running_server(model_path: Path, settings: ServingSettings,
-                   timeout: float = 120.0) -> Iterator[Server]:
-    """``openknn serve`` on a free loopback port until the block ends; always stopped."""
+def running_server(model_path: Path, settings: ServingSettings, timeout: float = 120.0,
+                   launcher: Sequence[str] | None = None) -> Iterator[Server]:
+    """``openknn serve`` on a free loopback port until the block ends; always stopped.
+    ``launcher`` replaces ``python -m openknn`` (e.g. a script trying a change)."""
     port = free_port()
-    cmd = [sys.executable, "-m", "openknn", "serve", str(model_path), "--port", str(port),
+    prefix = list(launcher) if launcher else [sys.executable, "-m", "openknn"]
+    cmd = [*prefix, "serve", str(model_path), "--port", str(port),
            "--threads", str(settings.threads or all_cpus()),
            "--batch-window-ms", str(settings.batch_window_ms),
            "--max-batch-rows", str(settings.max_batch_rows)]
@@ -241,6 +244,17 @@ def _wait_ready(server: Server, timeout: float) -> None:
             pass
         time.sleep(0.1)
     raise TimeoutError(f"{server.url}/ping did not answer 200 within {timeout:g} s")
+
+
+def machine_busy_seconds() -> float | None:
+    """CPU seconds all processes have used since boot (Linux ``/proc/stat``), to tell how
+    much of a phase's CPU went to other work on the machine."""
+    try:
+        fields = Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]
+    except OSError:
+        return None
+    user, nice, system, _idle, _iowait, irq, softirq, steal = map(int, fields[:8])
+    return (user + nice + system + irq + softirq + steal) / os.sysconf("SC_CLK_TCK")
 
 
 METRIC_LINE = re.compile(rb"^(openknn_\w+) ([0-9.eE+-]+|NaN)$", re.M)
@@ -278,6 +292,8 @@ class PhaseResult:
     server_latency_s: float  # mean, measured inside the server (openknn_request_latency)
     server_cpu_s: float | None
     client_cpu_s: float
+    other_cpu_s: float | None  # CPU used by neither the server nor this client (noise)
+    lean: bool = False
 
     @property
     def requests_per_s(self) -> float:
@@ -366,20 +382,25 @@ async def _phase(server: Server, bodies: Sequence[bytes], headers: dict[str, str
     async with httpx.AsyncClient(limits=limits, timeout=120.0) as client:
         await _load(client, server.url, bodies, headers, concurrency, warmup, 60.0)
         before = await scrape(client, server.url)
-        cpu0, client0 = server.cpu_seconds(), time.process_time()
+        cpu0, client0, busy0 = server.cpu_seconds(), time.process_time(), \
+            machine_busy_seconds()
         if lean:
             latencies, errors, wall = await _lean_load(server.url, bodies, headers,
                                                        concurrency, max_requests, seconds)
         else:
             latencies, errors, wall = await _load(client, server.url, bodies, headers,
                                                   concurrency, max_requests, seconds)
-        cpu1, client1 = server.cpu_seconds(), time.process_time()
+        cpu1, client1, busy1 = server.cpu_seconds(), time.process_time(), \
+            machine_busy_seconds()
         after = await scrape(client, server.url)
+    server_cpu = None if cpu0 is None or cpu1 is None else cpu1 - cpu0
+    other = None if server_cpu is None or busy0 is None or busy1 is None else max(
+        0.0, busy1 - busy0 - server_cpu - (client1 - client0))
     return PhaseResult(
         concurrency, np.array(latencies), wall, errors,
         _delta_mean(before, after, "openknn_batch_rows"),
         _delta_mean(before, after, "openknn_request_latency_seconds"),
-        None if cpu0 is None or cpu1 is None else cpu1 - cpu0, client1 - client0)
+        server_cpu, client1 - client0, other, lean)
 
 
 def endpoint_phase(server: Server, bodies: Sequence[bytes], headers: dict[str, str],
@@ -438,12 +459,17 @@ def bench_raw(index: Any, queries: np.ndarray, cfg: BenchConfig,
 def bench_endpoint(server: Server, index: Any, queries: np.ndarray, cfg: BenchConfig,
                    ) -> list[tuple[PhaseResult, int, float]]:
     """(b) Each concurrency's phase, the formed batch size (int >= 1) and raw faiss q/s at
-    that size, measured right after the phase."""
+    that size, measured right after the phase; then, when ``cfg.lean_check``, the highest
+    concurrency again with the lean client (:func:`_lean_load`) to show the server's own
+    limit where the httpx client's CPU use is what bounds the figure."""
     bodies = json_bodies(queries)
     out = []
-    for conc in cfg.concurrencies:
+    runs = [(c, False) for c in cfg.concurrencies]
+    if cfg.lean_check:
+        runs.append((max(cfg.concurrencies), True))
+    for conc, lean in runs:
         phase = endpoint_phase(server, bodies, JSON_HEADERS, conc, cfg.max_requests,
-                               cfg.seconds)
+                               cfg.seconds, lean=lean)
         batch = max(1, round(phase.mean_batch_rows)) if not math.isnan(
             phase.mean_batch_rows) else 1
         qps = raw_qps(index, queries, batch, seconds=cfg.raw_seconds, max_calls=cfg.raw_calls)
@@ -490,7 +516,8 @@ def run(cfg: BenchConfig, out: Any = sys.stdout) -> dict[str, Any]:
         f"client: httpx AsyncClient in this process; raw faiss: omp_set_num_threads("
         f"{cfg.threads}), k={K}",
         f"data: {cfg.rows:,} x {DIM} float32 (seeded standard normal), {CLASSES} classes; "
-        f"phases capped at {cfg.max_requests} requests or {cfg.seconds:g} s", "")
+        f"phases capped at {cfg.max_requests} requests or {cfg.seconds:g} s",
+        f"load average at start: {_loadavg()}", "")
     x, y = make_data(cfg.rows, cfg.seed)
     queries = make_queries(1024, cfg.seed + 1)
     results: dict[str, Any] = {}
@@ -518,7 +545,15 @@ def run(cfg: BenchConfig, out: Any = sys.stdout) -> dict[str, Any]:
         with running_server(ivf_path, settings) as server:
             results["ivf"] = ivf_res = bench_ivf(server, ivf.index, queries, cfg)
             say("", *section_d(*ivf_res, nlist=ivf_nlist(cfg.rows)))
+    say("", f"load average at end: {_loadavg()}")
     return results
+
+
+def _loadavg() -> str:
+    try:
+        return " ".join(f"{v:.2f}" for v in os.getloadavg())
+    except OSError:
+        return "-"
 
 
 def _num(v: float | None, digits: int = 1) -> str:
@@ -549,6 +584,10 @@ def section_a(raw: dict[int, np.ndarray]) -> list[str]:
             *table(["figure", "queries/s", "ms/search", "searches", "vs batch 1"], rows)]
 
 
+def _pct(seconds: float | None, phase: PhaseResult) -> str:
+    return "-" if seconds is None else f"{seconds / phase.elapsed_s * 100:.0f}%"
+
+
 def section_b(phases: list[tuple[PhaseResult, int, float]]) -> list[str]:
     rows = []
     for phase, batch, qps in phases:
@@ -556,19 +595,24 @@ def section_b(phases: list[tuple[PhaseResult, int, float]]) -> list[str]:
         target = f">= {TARGET_RATIO_C32}" if phase.concurrency == 32 else ""
         cpu = "-" if phase.server_cpu_s is None else \
             f"{phase.server_cpu_s / len(phase.latencies_s) * 1e3:.2f}"
+        client = "lean" if phase.lean else "httpx"
         rows.append([
-            f"c={phase.concurrency} JSON 1 row", _num(phase.requests_per_s),
+            f"c={phase.concurrency} {client}", _num(phase.requests_per_s),
             _num(phase.ms(50), 2), _num(phase.ms(90), 2), _num(phase.ms(99), 2),
             _num(phase.server_latency_s * 1e3, 2), _num(phase.mean_batch_rows, 2),
-            _num(qps), f"{ratio:.2f}", target,
+            f"{_num(qps)} @{batch}", f"{ratio:.2f}", target,
             _met(ratio >= TARGET_RATIO_C32) if target else "",
             f"{len(phase.latencies_s)}/{phase.errors}", cpu,
-            f"{phase.client_cpu_s / phase.elapsed_s * 100:.0f}%"])
+            _pct(phase.client_cpu_s, phase), _pct(phase.other_cpu_s, phase)])
     sm = SAGEMAKER_FLAT
-    return ["(b) endpoint, Flat, single-row application/json (Accept application/json)",
+    return ["(b) endpoint, Flat, single-row application/json (Accept application/json); "
+            "ratio = req/s over raw faiss q/s at the mean batch the server formed",
             *table(["figure", "req/s", "p50 ms", "p90 ms", "p99 ms", "in-server ms",
-                    "mean batch", "raw q/s@batch", "ratio", "target", "", "ok/err",
-                    "srv CPU ms/req", "client CPU"], rows),
+                    "mean batch", "raw q/s @batch", "ratio", "target", "", "ok/err",
+                    "server CPU ms/req", "client CPU", "other CPU"], rows),
+            "client CPU / other CPU: this process's / every other process's CPU time over the "
+            "phase's wall time (100% = one core); 'lean' = bare asyncio HTTP/1.1 client, a "
+            "cross-check of the server's own limit",
             f"context: SageMaker flat_l2 (200k, k=100) ml.c5.xlarge single-row mean "
             f"{sm['mean']} / p90 {sm['p90']} / p99 {sm['p99']} ms (spec 7.2)"]
 
@@ -587,7 +631,8 @@ def section_c(phase: PhaseResult, raw: np.ndarray, body_bytes: int) -> list[str]
             f" KiB) at concurrency 1, {len(phase.latencies_s)} requests; baseline: raw "
             f"faiss search of the same rows, {len(raw)} searches",
             *table(["figure", "openknn", "raw faiss", "ratio", "target", "",
-                    "SageMaker c5.xlarge"], rows)]
+                    "SageMaker c5.xlarge"], rows),
+            f"other processes' CPU during the endpoint phase: {_pct(phase.other_cpu_s, phase)}"]
 
 
 def section_d(phase: PhaseResult, raw: np.ndarray, nlist: int) -> list[str]:
@@ -607,7 +652,9 @@ def section_d(phase: PhaseResult, raw: np.ndarray, nlist: int) -> list[str]:
             f"at concurrency 1, {len(phase.latencies_s)} requests; baseline: raw faiss "
             f"single-query search, nprobe 5, {len(raw)} searches",
             *table(["figure", "openknn", "raw faiss", "ratio", "target", "",
-                    "SageMaker ivfpq_l2 c5.xlarge"], rows)]
+                    "SageMaker ivfpq_l2 c5.xlarge"], rows),
+            f"other processes' CPU during the endpoint phase: {_pct(phase.other_cpu_s, phase)}"
+            f"; client CPU {_pct(phase.client_cpu_s, phase)}"]
 
 
 def main(argv: Sequence[str] | None = None) -> dict[str, Any]:

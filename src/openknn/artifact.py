@@ -122,6 +122,30 @@ def read_labels(data: bytes, source: str) -> np.ndarray:
     return np.frombuffer(data, dtype="<f4").astype(np.float32)
 
 
+def from_files(files: Mapping[str, bytes], source: str = "<model>") -> KnnModel:
+    """A model from the three files' contents (the inverse of ``model_bytes``)."""
+    missing = [name for name in MODEL_FILES if name not in files]
+    if missing:
+        raise ModelError(f"{source}: the model is missing {', '.join(missing)}; expected the "
+                         f"files {', '.join(MODEL_FILES)} as written by openknn train")
+    try:
+        meta_obj = json.loads(files[META_FILE])
+    except ValueError as exc:
+        raise ModelError(f"{source}/{META_FILE}: not valid JSON ({exc})") from None
+    meta = ModelMeta.from_json(meta_obj, f"{source}/{META_FILE}")
+    try:
+        index = faiss_index.deserialize(files[INDEX_FILE])
+    except RuntimeError as exc:
+        raise ModelError(f"{source}/{INDEX_FILE}: not a faiss index ({exc})") from None
+    labels = read_labels(files[LABELS_FILE], f"{source}/{LABELS_FILE}")
+    if labels.shape[0] != index.ntotal:
+        raise ModelError(f"{source}: {labels.shape[0]} labels for {index.ntotal} indexed "
+                         "points; the labels file must hold one float32 per index id")
+    projection = (Projection.from_json(meta.dimension_reduction)
+                  if meta.dimension_reduction else None)
+    return KnnModel(meta=meta, index=index, labels=labels, projection=projection)
+
+
 def load(path: str | os.PathLike[str]) -> KnnModel:
     """Load a model from a directory or a ``model.tar.gz``; edits of ``k``/``predictor_type``
     in the JSON take effect."""
@@ -130,23 +154,4 @@ def load(path: str | os.PathLike[str]) -> KnnModel:
         raise ModelError(f"Model path {str(p)!r} does not exist; give a model directory or "
                          "model.tar.gz")
     files = _read_dir(p) if p.is_dir() else _read_tar(p)
-    missing = [name for name in MODEL_FILES if name not in files]
-    if missing:
-        raise ModelError(f"{p}: the model is missing {', '.join(missing)}; expected the files "
-                         f"{', '.join(MODEL_FILES)} as written by openknn train")
-    try:
-        meta_obj = json.loads(files[META_FILE])
-    except ValueError as exc:
-        raise ModelError(f"{p}/{META_FILE}: not valid JSON ({exc})") from None
-    meta = ModelMeta.from_json(meta_obj, f"{p}/{META_FILE}")
-    try:
-        index = faiss_index.deserialize(files[INDEX_FILE])
-    except RuntimeError as exc:
-        raise ModelError(f"{p}/{INDEX_FILE}: not a faiss index ({exc})") from None
-    labels = read_labels(files[LABELS_FILE], f"{p}/{LABELS_FILE}")
-    if labels.shape[0] != index.ntotal:
-        raise ModelError(f"{p}: {labels.shape[0]} labels for {index.ntotal} indexed points; "
-                         "the labels file must hold one float32 per index id")
-    projection = (Projection.from_json(meta.dimension_reduction)
-                  if meta.dimension_reduction else None)
-    return KnnModel(meta=meta, index=index, labels=labels, projection=projection)
+    return from_files(files, str(p))

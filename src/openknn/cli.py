@@ -7,6 +7,7 @@ import logging
 import signal
 import sys
 from collections.abc import Callable
+from dataclasses import dataclass
 from functools import wraps
 from pathlib import Path
 from typing import Any, TypeVar
@@ -88,9 +89,21 @@ def main(verbose: bool) -> None:
 @click.option("--sm-root", type=click.Path(file_okay=False),
               help="Run as a SageMaker training container rooted here (e.g. /opt/ml).")
 @click.option("--threads", type=int, default=None, help="faiss threads (default: all CPUs).")
+@click.option("--instance-count", type=int, default=1, show_default=True,
+              help="Hosts (SageMaker's instance_count); more than 1 runs them as Ray tasks.")
+@click.option("--distribution", type=click.Choice(["FullyReplicated", "ShardedByS3Key"]),
+              default="FullyReplicated", show_default=True,
+              help="How the train channel's files are spread over the hosts.")
+@click.option("--ray-address", default=None,
+              help="Join this Ray cluster (default: RAY_ADDRESS, else a local Ray for the job).")
+@click.option("--runner", type=click.Choice(["ray", "local"]), default="ray",
+              show_default=True, help="With several hosts: Ray tasks, or all hosts' steps "
+              "one after another in this process (same model, no Ray needed).")
 def train(train: str | None, test: str | None, content_type: str | None,
           train_content_type: str | None, test_content_type: str | None, hps: tuple[str, ...],
-          hp_file: str | None, output_dir: str, sm_root: str | None, threads: int | None) -> None:
+          hp_file: str | None, output_dir: str, sm_root: str | None, threads: int | None,
+          instance_count: int, distribution: str, ray_address: str | None,
+          runner: str) -> None:
     """Train a k-NN model (SageMaker's training job)."""
     from . import container, training
 
@@ -110,7 +123,18 @@ def train(train: str | None, test: str | None, content_type: str | None,
             fail(exc, lambda reason: container.write_failure(root, reason))
         return
     types = (train_content_type or content_type, test_content_type or content_type)
-    _train_local(train, test, types, hps, hp_file, Path(output_dir), threads)
+    hosts = Hosts(instance_count, distribution, ray_address, runner)
+    _train_local(train, test, types, hps, hp_file, Path(output_dir), threads, hosts)
+
+
+@dataclass(frozen=True)
+class Hosts:
+    """Where a training job's host steps run."""
+
+    count: int = 1
+    distribution: str = "FullyReplicated"
+    ray_address: str | None = None
+    runner: str = "ray"
 
 
 def _terminated(signum: int, frame: object) -> None:
@@ -120,12 +144,12 @@ def _terminated(signum: int, frame: object) -> None:
 @reports_errors
 def _train_local(train: str | None, test: str | None, types: tuple[str | None, str | None],
                  hps: tuple[str, ...], hp_file: str | None, output_dir: Path,
-                 threads: int | None) -> None:
+                 threads: int | None, hosts: Hosts = Hosts()) -> None:
     import json
 
     from . import training
     from .data import Channel
-    from .errors import ChannelError, HyperparameterError
+    from .errors import ChannelError, ClientError, HyperparameterError
 
     if train is None:
         raise ChannelError("Must provide train channel: pass --train PATH (or --sm-root)")
@@ -137,11 +161,23 @@ def _train_local(train: str | None, test: str | None, types: tuple[str | None, s
             raise HyperparameterError(f"--hyperparameters {hp_file}: cannot read a JSON "
                                       f"object from it ({exc})") from None
     raw.update(hyperparameters.parse_assignments(hps))
-    channels = {"train": Channel("train", train, types[0])}
+    if hosts.count < 1:
+        raise ClientError(f"--instance-count {hosts.count}: give 1 or more hosts")
+    channels = {"train": Channel("train", train, types[0], hosts.distribution)}
     if test is not None:
         channels["test"] = Channel("test", test, types[1])
-    spec = training.TrainingJobSpec(raw, channels, output_dir=output_dir, threads=threads)
-    result = training.run(spec)
+    spec = training.TrainingJobSpec(raw, channels, output_dir=output_dir, threads=threads,
+                                    instance_count=hosts.count)
+    if hosts.count > 1 and hosts.runner == "ray":
+        from .distributed.runner import RayRunner
+
+        ray_runner = RayRunner(hosts.ray_address)
+        try:
+            result = training.run(spec, ray_runner)
+        finally:
+            ray_runner.close()
+    else:
+        result = training.run(spec)
     click.echo(f"model: {output_dir / training.MODEL_TAR}")
     for key, value in result.metrics.items():
         if key.startswith("test:"):

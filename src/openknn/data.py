@@ -28,6 +28,7 @@ class Channel:
     name: str
     location: str
     content_type: str | None = None
+    distribution: str = "FullyReplicated"  # or ShardedByS3Key (SageMaker's S3DataDistributionType)
 
 
 @dataclass

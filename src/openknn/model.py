@@ -92,6 +92,13 @@ class KnnModel:
         )
         return dist, self.labels[ids]
 
+    def __reduce__(self) -> tuple[Any, ...]:
+        """Pickle as the model files (faiss indexes do not pickle themselves), so a model can
+        travel to Ray workers."""
+        from . import artifact
+
+        return (artifact.from_files, (artifact.model_bytes(self),))
+
     def predict(self, features: np.ndarray) -> np.ndarray:
         """One float32 prediction per row: vote or mean of the neighbour labels."""
         _, neighbor_labels = self.neighbors(features)

@@ -20,6 +20,7 @@ from .errors import ChannelError
 from .evaluate import Score
 from .model import KnnModel, ModelMeta
 from .progress import Progress
+from .runner import LocalRunner, Runner
 from .reduction import Projection, make_projection
 from .sampling import Reservoir, merge, worker_rng, worker_sample_size
 from .storage import DataFile
@@ -27,6 +28,7 @@ from .storage import DataFile
 log = logging.getLogger(__name__)
 
 TRAIN, TEST = "train", "test"
+REPLICATED, SHARDED = "FullyReplicated", "ShardedByS3Key"
 METRICS_FILE = "metrics.json"
 MODEL_TAR = "model.tar.gz"
 
@@ -42,6 +44,7 @@ class TrainingJobSpec:
     metrics_dir: Path | None = None  # metrics.json; defaults to output_dir
     host: str = "algo-1"
     threads: int | None = None
+    instance_count: int = 1
 
 
 @dataclass
@@ -164,17 +167,54 @@ def write_outputs(spec: TrainingJobSpec, result: TrainingResult) -> None:
         artifact.atomic_write(metrics_dir / METRICS_FILE, data)
 
 
-def run(spec: TrainingJobSpec) -> TrainingResult:
-    """Run a whole single-host training job."""
+def host_name(rank: int) -> str:
+    """SageMaker's host names: ``algo-1`` is the leader."""
+    return f"algo-{rank + 1}"
+
+
+def shard(files: Sequence[DataFile], rank: int, workers: int,
+          distribution: str) -> list[DataFile]:
+    """Host ``rank``'s files: every ``workers``-th in sorted key order (ShardedByS3Key), or
+    all of them (FullyReplicated)."""
+    if distribution == SHARDED:
+        return list(files[rank::workers])
+    if distribution == REPLICATED:
+        return list(files)
+    raise ChannelError(f"S3DataDistributionType {distribution!r} is not one of "
+                       f"{REPLICATED}, {SHARDED}")
+
+
+def sample_host(channel: Channel, files: Sequence[DataFile], hp: Mapping[str, Any], rank: int,
+                workers: int) -> tuple[np.ndarray, np.ndarray, int]:
+    """One host's part of step 2: its files into its reservoir (run on that host)."""
+    if workers > 1:
+        log.info("%s: sampling %d file(s)", host_name(rank), len(files))
+    return sample_shard(channel, files, hp, rank, workers)
+
+
+def score_host(model: KnnModel, channel: Channel, files: Sequence[DataFile],
+               hp: Mapping[str, Any]) -> Score:
+    """One host's part of step 5: its share of the test files."""
+    return score_shard(model, channel, files, hp)
+
+
+def run(spec: TrainingJobSpec, runner: Runner | None = None) -> TrainingResult:
+    """Run a whole training job on ``spec.instance_count`` hosts (in process by default)."""
     timings: dict[str, float] = {}
     t0 = time.perf_counter()
     hp = resolve(spec)
+    workers = spec.instance_count
+    runner = runner or LocalRunner()
     faiss_index.set_threads(spec.threads)
     train = spec.channels[TRAIN]
     train_files = require_files(train)
-    log.info("Using per-worker sample size = %d (number of workers = 1)", hp["sample_size"])
-    feats, labels, seen = sample_shard(train, train_files, hp)
-    feats, labels = merge([(feats, labels)])
+    log.info("Using per-worker sample size = %d (number of workers = %d)",
+             worker_sample_size(hp["sample_size"], workers, 0), workers)
+    samples = runner.map(sample_host, [
+        (train, shard(train_files, r, workers, train.distribution), hp, r, workers)
+        for r in range(workers)])
+    feats, labels = merge([(f, lab) for f, lab, _ in samples])
+    seen = sum(n for _, _, n in samples)
     log.info("Got reservoir sample: data=%s, labels=%s from %d records read",
              feats.shape, labels.shape, seen)
     if seen == 0:
@@ -187,7 +227,14 @@ def run(spec: TrainingJobSpec) -> TrainingResult:
     score = None
     if TEST in spec.channels:
         t2 = time.perf_counter()
-        score = score_shard(model, spec.channels[TEST], require_files(spec.channels[TEST]), hp)
+        test = spec.channels[TEST]
+        test_files = require_files(test)
+        # Every test record is scored once: the test files are split over the hosts.
+        parts = runner.map(score_host, [(model, test, shard(test_files, r, workers, SHARDED),
+                                         hp) for r in range(workers)])
+        score = Score(hp["predictor_type"])
+        for part in parts:
+            score.merge(part)
         timings["score_test"] = time.perf_counter() - t2
         for line in score.log_lines(spec.host):
             log.info(line)

@@ -1,0 +1,83 @@
+"""Per-host job steps as Ray tasks: one task per host (``algo-1`` … ``algo-W``), results
+through the object store, a dead worker turned into an AlgorithmError naming its host."""
+
+from __future__ import annotations
+
+import logging
+import os
+from collections.abc import Callable, Sequence
+from typing import Any, TypeVar
+
+from ..errors import AlgorithmError, OpenKnnError
+from . import import_ray
+
+log = logging.getLogger(__name__)
+
+T = TypeVar("T")
+ADDRESS_ENV = "RAY_ADDRESS"
+TASK_RETRIES = 1  # Ray retries a task whose worker died once, then the job fails
+
+
+def _on_host(host: str, threads: int, fn: Callable[..., T], *args: Any) -> T:
+    """Run one host's step inside a Ray worker, logging as that host."""
+    from ..index import set_threads
+
+    handler = logging.StreamHandler()
+    handler.setFormatter(logging.Formatter(
+        f"[%(asctime)s %(levelname)s {host}] %(message)s", datefmt="%m/%d/%Y %H:%M:%S"))
+    root = logging.getLogger()
+    root.handlers[:] = [handler]
+    root.setLevel(logging.INFO)
+    set_threads(threads)
+    return fn(*args)
+
+
+class RayRunner:
+    """Runs each host's step as a Ray task, spread over the cluster's nodes.
+
+    With no address (and no ``RAY_ADDRESS``) a local Ray instance is started for the job and
+    shut down by ``close``; with one, the job joins that cluster and leaves it running.
+    """
+
+    def __init__(self, address: str | None = None, num_cpus: int | None = None) -> None:
+        self.ray = import_ray()
+        address = address or os.environ.get(ADDRESS_ENV) or None
+        if address is None:
+            os.environ.pop(ADDRESS_ENV, None)  # an empty RAY_ADDRESS would confuse ray.init
+        self._owns = not self.ray.is_initialized() and address is None
+        if not self.ray.is_initialized():
+            if address is None:
+                self.ray.init(num_cpus=num_cpus, include_dashboard=False,
+                              log_to_driver=True, configure_logging=False)
+            else:
+                self.ray.init(address=address, log_to_driver=True, configure_logging=False)
+        cpus = int(self.ray.cluster_resources().get("CPU", 1))
+        self._cpus = max(1, cpus)
+
+    def map(self, fn: Callable[..., T], args: Sequence[tuple[Any, ...]]) -> list[T]:
+        ray = self.ray
+        task = ray.remote(max_retries=TASK_RETRIES, num_cpus=1)(_on_host)
+        threads = max(1, self._cpus // max(1, len(args)))
+        hosts = [f"algo-{rank + 1}" for rank in range(len(args))]
+        refs = [task.options(name=f"{fn.__name__}[{host}]", scheduling_strategy="SPREAD")
+                .remote(host, threads, fn, *a) for host, a in zip(hosts, args)]
+        results = []
+        for host, ref in zip(hosts, refs):
+            try:
+                results.append(ray.get(ref))
+            except ray.exceptions.RayTaskError as exc:
+                cause = exc.cause if isinstance(getattr(exc, "cause", None), Exception) else exc
+                if isinstance(cause, OpenKnnError):
+                    raise cause from None
+                raise AlgorithmError(f"{host} failed in {fn.__name__}: {cause}") from None
+            except (ray.exceptions.WorkerCrashedError, ray.exceptions.RayError) as exc:
+                for other in refs:
+                    ray.cancel(other, force=True)
+                raise AlgorithmError(
+                    f"{host} died in {fn.__name__} (retried {TASK_RETRIES} time(s)): "
+                    f"{type(exc).__name__}; no model was written") from None
+        return results
+
+    def close(self) -> None:
+        if self._owns and self.ray.is_initialized():
+            self.ray.shutdown()

@@ -1,0 +1,45 @@
+"""A real multi-node Ray cluster on one machine (Ray's own cluster_utils.Cluster, 2 nodes):
+the job's host tasks land on both nodes and the model equals the in-process runner's."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from openknn import artifact, training
+from openknn.runner import LocalRunner
+
+from .test_distributed_training import data, spec  # noqa: F401  (the fixture)
+
+pytestmark = pytest.mark.ray
+
+
+def node_of(_: int) -> str:
+    import ray
+
+    return str(ray.get_runtime_context().get_node_id())
+
+
+def test_two_node_cluster(data: Path, tmp_path: Path) -> None:  # noqa: F811
+    ray = pytest.importorskip("ray")
+    from ray.cluster_utils import Cluster
+
+    from openknn.distributed.runner import RayRunner
+
+    if ray.is_initialized():
+        ray.shutdown()
+    cluster = Cluster(initialize_head=True, head_node_args={"num_cpus": 1})
+    cluster.add_node(num_cpus=1)
+    cluster.wait_for_nodes()
+    runner = RayRunner(address=cluster.address)
+    try:
+        assert len([n for n in ray.nodes() if n["Alive"]]) == 2
+        nodes = runner.map(node_of, [(0,), (1,)])
+        assert len(set(nodes)) == 2  # one host task on each node
+        remote = training.run(spec(data, tmp_path / "cluster", 2), runner)
+    finally:
+        ray.shutdown()
+        cluster.shutdown()
+    local = training.run(spec(data, tmp_path / "local", 2), LocalRunner())
+    assert artifact.model_bytes(remote.model) == artifact.model_bytes(local.model)
