@@ -20,8 +20,8 @@ from .errors import ChannelError
 from .evaluate import Score
 from .model import KnnModel, ModelMeta
 from .progress import Progress
-from .runner import LocalRunner, Runner
 from .reduction import Projection, make_projection
+from .runner import LocalRunner, Runner
 from .sampling import Reservoir, merge, worker_rng, worker_sample_size
 from .storage import DataFile
 
