@@ -156,8 +156,6 @@ def test_bad_use_fails_early(tmp_path: Path) -> None:
     with pytest.raises(UnexpectedStatusException, match=r"Failed. Reason: ClientError: k=500 "
                        r"exceeds the 10 points sampled"):
         est.fit({"train": str(tmp_path / "train")}, logs=False)
-    with pytest.raises(Exception, match=r"instance_count=2: multi-instance training"):
-        KNN(instance_count=2, k=1, sample_size=10, predictor_type="classifier")
 
 
 def test_endpoint_does_not_outlive_a_crashed_owner(tmp_path: Path) -> None:
@@ -180,3 +178,18 @@ def test_endpoint_does_not_outlive_a_crashed_owner(tmp_path: Path) -> None:
         time.sleep(0.1)
     assert not registry.pid_alive(pid)  # the server noticed its owner was gone and exited
     assert list_endpoints() == [] and not entry.exists()  # the stale entry is cleaned
+
+
+@pytest.mark.ray
+def test_knn_instance_count_two_trains_on_ray(tmp_path: Path) -> None:
+    pytest.importorskip("ray")
+    knn = KNN(instance_count=2, k=5, sample_size=1000, predictor_type="classifier",
+              output_path=str(tmp_path / "out"), data_location=str(tmp_path / "data"))
+    train = knn.record_set(X[TRAIN], Y[TRAIN])
+    assert sorted(p.name for p in Path(train.s3_data).iterdir()) == [
+        ".amazon.manifest", "matrix_0.pbr", "matrix_1.pbr"]
+    knn.fit([train, knn.record_set(X[TEST], Y[TEST], channel="test")], logs=False)
+    log = (Path(knn.model_data).parent / "training.log").read_text()
+    assert "number of workers = 2" in log and "algo-2" in log
+    assert artifact.load(knn.model_data).meta.num_points == 1000
+    assert knn.metrics["test:accuracy"] > 0.9

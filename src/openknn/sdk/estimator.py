@@ -3,6 +3,7 @@ and deployment flow, running `openknn train` and `openknn serve` as local proces
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import subprocess
 import sys
@@ -16,7 +17,7 @@ from typing import Any
 import numpy as np
 
 from .. import hyperparameters
-from ..errors import ClientError, DataError
+from ..errors import ClientError, DataError, MissingExtraError
 from ..formats import recordio
 from . import endpoints
 from .predictor import KNNPredictor, Predictor
@@ -168,11 +169,6 @@ class Estimator:
         self.base_job_name = base_job_name or self.base_job_name
         self._hyperparameters: dict[str, Any] = {}
         self.latest_training_job: TrainingJob | None = None
-        if self.instance_count > 1:
-            raise ClientError(
-                f"instance_count={self.instance_count}: multi-instance training needs "
-                "openknn's distributed runner on Ray, which this version does not include "
-                "yet; use instance_count=1")
         if hyperparameters:
             self.set_hyperparameters(**hyperparameters)
 
@@ -202,6 +198,11 @@ class Estimator:
         _write_hyperparameters(out.parent / "hyperparameters.json", self._hyperparameters)
         args = [sys.executable, "-m", "openknn", "train", "--hyperparameters",
                 str(out.parent / "hyperparameters.json"), "--output-dir", str(out)]
+        if self.instance_count > 1:
+            if importlib.util.find_spec("ray") is None:
+                raise MissingExtraError(f"instance_count={self.instance_count}", "ray", "ray")
+            args += ["--instance-count", str(self.instance_count), "--distribution",
+                     channels["train"].distribution]
         for channel, spec in channels.items():
             if channel not in ("train", "test"):
                 raise ClientError(f"Unknown channel {channel!r}; k-NN reads 'train' and 'test'")
