@@ -62,6 +62,7 @@ CSV_HEADERS = {"Content-Type": "text/csv", "Accept": "application/json"}
 TARGET_RATIO_C32 = 0.8  # endpoint req/s over raw faiss q/s at the formed batch size
 TARGET_BATCH_RATIO = 1.15  # 581-row request time over the raw search of the same rows
 TARGET_IVF_P50_MS = 5.0
+NOISY_OTHER_CPU = 0.25  # other processes used over a quarter core: the figure is suspect
 # spec 7.2: flat_l2 (200k, k=100) and ivfpq_l2 on ml.c5.xlarge, client-side round trips, ms
 SAGEMAKER_FLAT = {"batch581": 162.5, "mean": 15.1, "p90": 17.2, "p99": 21.2}
 SAGEMAKER_IVFPQ = {"batch581": 57.9, "mean": 7.3, "p90": 8.1, "p99": 11.6}
@@ -145,8 +146,9 @@ def write_model(model: KnnModel, directory: Path) -> Path:
 
 
 def search_params(index: Any, nprobe: int = 5) -> Any:
-    return faiss.SearchParametersIVF(nprobe=nprobe) if isinstance(index, faiss.IndexIVF) \
-        else None
+    if isinstance(index, faiss.IndexIVF):
+        return faiss.SearchParametersIVF(nprobe=nprobe)  # type: ignore[call-arg]
+    return None
 
 
 def raw_search_times(index: Any, queries: np.ndarray, batch: int, *, seconds: float = 1.5,
@@ -257,6 +259,22 @@ def machine_busy_seconds() -> float | None:
     return (user + nice + system + irq + softirq + steal) / os.sysconf("SC_CLK_TCK")
 
 
+class OtherCpu:
+    """A ``with`` block's share of a core used by other processes (None off Linux)."""
+
+    def __enter__(self) -> OtherCpu:
+        self._busy, self._own, self._wall = machine_busy_seconds(), time.process_time(), \
+            time.perf_counter()
+        self.share: float | None = None
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        busy = machine_busy_seconds()
+        if busy is not None and self._busy is not None:
+            other = busy - self._busy - (time.process_time() - self._own)
+            self.share = max(0.0, other) / (time.perf_counter() - self._wall)
+
+
 METRIC_LINE = re.compile(rb"^(openknn_\w+) ([0-9.eE+-]+|NaN)$", re.M)
 
 
@@ -336,6 +354,9 @@ async def _load(client: httpx.AsyncClient, url: str, bodies: Sequence[bytes],
     return latencies, state["errors"], wall
 
 
+CONTENT_LENGTH = re.compile(rb"(?i)\r\ncontent-length: *(\d+)")
+
+
 async def _lean_load(url: str, bodies: Sequence[bytes], headers: dict[str, str],
                      concurrency: int, max_requests: int, seconds: float,
                      ) -> tuple[list[float], int, float]:
@@ -359,7 +380,8 @@ async def _lean_load(url: str, bodies: Sequence[bytes], headers: dict[str, str],
                 t0 = time.perf_counter()
                 writer.write(request)
                 status_head = await reader.readuntil(b"\r\n\r\n")
-                length = int(re.search(rb"(?i)\r\ncontent-length: *(\d+)", status_head)[1])
+                found = CONTENT_LENGTH.search(status_head)
+                length = int(found[1]) if found else 0
                 await reader.readexactly(length)
                 elapsed = time.perf_counter() - t0
                 if status_head.startswith(b"HTTP/1.1 200"):
@@ -457,11 +479,12 @@ def bench_raw(index: Any, queries: np.ndarray, cfg: BenchConfig,
 
 
 def bench_endpoint(server: Server, index: Any, queries: np.ndarray, cfg: BenchConfig,
-                   ) -> list[tuple[PhaseResult, int, float]]:
-    """(b) Each concurrency's phase, the formed batch size (int >= 1) and raw faiss q/s at
-    that size, measured right after the phase; then, when ``cfg.lean_check``, the highest
-    concurrency again with the lean client (:func:`_lean_load`) to show the server's own
-    limit where the httpx client's CPU use is what bounds the figure."""
+                   ) -> list[tuple[PhaseResult, int, float, float | None]]:
+    """(b) Each concurrency's phase, the formed batch size (int >= 1), raw faiss q/s at
+    that size measured right after the phase, and other processes' CPU share meanwhile.
+    With ``cfg.lean_check`` the highest concurrency runs again with the lean client
+    (:func:`_lean_load`), to show the server's own limit where the httpx client's CPU use
+    is what bounds the figure."""
     bodies = json_bodies(queries)
     out = []
     runs = [(c, False) for c in cfg.concurrencies]
@@ -472,31 +495,36 @@ def bench_endpoint(server: Server, index: Any, queries: np.ndarray, cfg: BenchCo
                                cfg.seconds, lean=lean)
         batch = max(1, round(phase.mean_batch_rows)) if not math.isnan(
             phase.mean_batch_rows) else 1
-        qps = raw_qps(index, queries, batch, seconds=cfg.raw_seconds, max_calls=cfg.raw_calls)
-        out.append((phase, batch, qps))
+        with OtherCpu() as other:
+            qps = raw_qps(index, queries, batch, seconds=cfg.raw_seconds,
+                          max_calls=cfg.raw_calls)
+        out.append((phase, batch, qps, other.share))
     return out
 
 
 def bench_batch_csv(server: Server, index: Any, cfg: BenchConfig, rows: int = CSV_ROWS,
-                    ) -> tuple[PhaseResult, np.ndarray, int]:
+                    ) -> tuple[PhaseResult, np.ndarray, int, float | None]:
     """(c) ``csv_requests`` requests of ``rows`` rows at concurrency 1, the raw search
-    times of the same rows (same count), and the body size."""
+    times of the same rows (same count), the body size, and other processes' CPU share
+    during the raw searches."""
     body, parsed = csv_body(make_queries(rows, seed=cfg.seed + 2))
     phase = endpoint_phase(server, [body], CSV_HEADERS, 1, cfg.csv_requests, 1e9, warmup=2)
-    raw = raw_search_times(index, parsed, rows, seconds=1e9, max_calls=cfg.csv_requests,
-                           min_calls=cfg.csv_requests)
-    return phase, raw, len(body)
+    with OtherCpu() as other:
+        raw = raw_search_times(index, parsed, rows, seconds=1e9, max_calls=cfg.csv_requests,
+                               min_calls=cfg.csv_requests)
+    return phase, raw, len(body), other.share
 
 
 def bench_ivf(server: Server, index: Any, queries: np.ndarray, cfg: BenchConfig,
-              ) -> tuple[PhaseResult, np.ndarray]:
-    """(d) Single-row requests at concurrency 1 on the IVF model, and raw single-query
-    search times (nprobe 5) on the same index."""
+              ) -> tuple[PhaseResult, np.ndarray, float | None]:
+    """(d) Single-row requests at concurrency 1 on the IVF model, raw single-query search
+    times (nprobe 5) on the same index, and other processes' CPU share during those."""
     phase = endpoint_phase(server, json_bodies(queries), JSON_HEADERS, 1, cfg.max_requests,
                            cfg.seconds)
-    raw = raw_search_times(index, queries, 1, seconds=cfg.raw_seconds,
-                           max_calls=cfg.raw_calls, nprobe=5)
-    return phase, raw
+    with OtherCpu() as other:
+        raw = raw_search_times(index, queries, 1, seconds=cfg.raw_seconds,
+                               max_calls=cfg.raw_calls, nprobe=5)
+    return phase, raw, other.share
 
 
 # --- the run and its report ---------------------------------------------------------------
@@ -528,8 +556,9 @@ def run(cfg: BenchConfig, out: Any = sys.stdout) -> dict[str, Any]:
         say(f"Flat model built and written in {time.perf_counter() - t0:.1f} s "
             f"({flat_path.stat().st_size / 2**20:.0f} MiB)")
 
-        results["raw"] = raw = bench_raw(flat.index, queries, cfg)
-        say("", *section_a(raw))
+        with OtherCpu() as other:
+            results["raw"] = raw = bench_raw(flat.index, queries, cfg)
+        say("", *section_a(raw), _other_line("raw faiss measurements", other.share))
         with running_server(flat_path, settings) as server:
             results["endpoint"] = phases = bench_endpoint(server, flat.index, queries, cfg)
             say("", *section_b(phases))
@@ -563,9 +592,13 @@ def _num(v: float | None, digits: int = 1) -> str:
 
 
 def table(header: Sequence[str], rows: Sequence[Sequence[str]]) -> list[str]:
+    """Rows under a header, the first column left-aligned and the others right-aligned."""
     widths = [max(len(str(c)) for c in col) for col in zip(header, *rows)]
-    line = lambda cells: " | ".join(str(c).rjust(w) if i else str(c).ljust(w)  # noqa: E731
-                                    for i, (c, w) in enumerate(zip(cells, widths)))
+
+    def line(cells: Sequence[str]) -> str:
+        return " | ".join(str(c).rjust(w) if i else str(c).ljust(w)
+                          for i, (c, w) in enumerate(zip(cells, widths)))
+
     return [line(header), "-+-".join("-" * w for w in widths), *map(line, rows)]
 
 
@@ -584,13 +617,30 @@ def section_a(raw: dict[int, np.ndarray]) -> list[str]:
             *table(["figure", "queries/s", "ms/search", "searches", "vs batch 1"], rows)]
 
 
+def _other_line(what: str, share: float | None) -> str:
+    text = "-" if share is None else f"{share * 100:.0f}%"
+    noisy = share is not None and share > NOISY_OTHER_CPU
+    return f"other processes' CPU during the {what}: {text}" + (
+        f" (over {NOISY_OTHER_CPU:.0%} of a core: shared machine, rerun)" if noisy else "")
+
+
 def _pct(seconds: float | None, phase: PhaseResult) -> str:
     return "-" if seconds is None else f"{seconds / phase.elapsed_s * 100:.0f}%"
 
 
-def section_b(phases: list[tuple[PhaseResult, int, float]]) -> list[str]:
+def _noisy(phase: PhaseResult) -> bool:
+    return phase.other_cpu_s is not None and \
+        phase.other_cpu_s / phase.elapsed_s > NOISY_OTHER_CPU
+
+
+NOISE_NOTE = (f"* other processes used over {NOISY_OTHER_CPU:.0%} of a core during this "
+              "phase: the machine was shared, rerun for a clean figure")
+
+
+def section_b(phases: list[tuple[PhaseResult, int, float, float | None]]) -> list[str]:
     rows = []
-    for phase, batch, qps in phases:
+    for phase, batch, qps, raw_other in phases:
+        raw_noisy = raw_other is not None and raw_other > NOISY_OTHER_CPU
         ratio = phase.requests_per_s / qps
         target = f">= {TARGET_RATIO_C32}" if phase.concurrency == 32 else ""
         cpu = "-" if phase.server_cpu_s is None else \
@@ -600,10 +650,11 @@ def section_b(phases: list[tuple[PhaseResult, int, float]]) -> list[str]:
             f"c={phase.concurrency} {client}", _num(phase.requests_per_s),
             _num(phase.ms(50), 2), _num(phase.ms(90), 2), _num(phase.ms(99), 2),
             _num(phase.server_latency_s * 1e3, 2), _num(phase.mean_batch_rows, 2),
-            f"{_num(qps)} @{batch}", f"{ratio:.2f}", target,
+            f"{_num(qps)} @{batch}" + (" *" if raw_noisy else ""), f"{ratio:.2f}", target,
             _met(ratio >= TARGET_RATIO_C32) if target else "",
             f"{len(phase.latencies_s)}/{phase.errors}", cpu,
-            _pct(phase.client_cpu_s, phase), _pct(phase.other_cpu_s, phase)])
+            _pct(phase.client_cpu_s, phase),
+            _pct(phase.other_cpu_s, phase) + (" *" if _noisy(phase) else "")])
     sm = SAGEMAKER_FLAT
     return ["(b) endpoint, Flat, single-row application/json (Accept application/json); "
             "ratio = req/s over raw faiss q/s at the mean batch the server formed",
@@ -614,10 +665,13 @@ def section_b(phases: list[tuple[PhaseResult, int, float]]) -> list[str]:
             "phase's wall time (100% = one core); 'lean' = bare asyncio HTTP/1.1 client, a "
             "cross-check of the server's own limit",
             f"context: SageMaker flat_l2 (200k, k=100) ml.c5.xlarge single-row mean "
-            f"{sm['mean']} / p90 {sm['p90']} / p99 {sm['p99']} ms (spec 7.2)"]
+            f"{sm['mean']} / p90 {sm['p90']} / p99 {sm['p99']} ms (spec 7.2)",
+            *([NOISE_NOTE] if any(_noisy(p) or (o or 0) > NOISY_OTHER_CPU
+                                  for p, _, _, o in phases) else [])]
 
 
-def section_c(phase: PhaseResult, raw: np.ndarray, body_bytes: int) -> list[str]:
+def section_c(phase: PhaseResult, raw: np.ndarray, body_bytes: int,
+              raw_other: float | None = None) -> list[str]:
     raw_mean, raw_p50 = float(raw.mean() * 1e3), float(np.median(raw) * 1e3)
     mean_ratio = phase.mean_ms / raw_mean
     rows = [["581-row CSV mean ms", _num(phase.mean_ms, 2), _num(raw_mean, 2),
@@ -632,10 +686,13 @@ def section_c(phase: PhaseResult, raw: np.ndarray, body_bytes: int) -> list[str]
             f"faiss search of the same rows, {len(raw)} searches",
             *table(["figure", "openknn", "raw faiss", "ratio", "target", "",
                     "SageMaker c5.xlarge"], rows),
-            f"other processes' CPU during the endpoint phase: {_pct(phase.other_cpu_s, phase)}"]
+            f"other processes' CPU during the endpoint phase: {_pct(phase.other_cpu_s, phase)}",
+            *([NOISE_NOTE] if _noisy(phase) else []),
+            _other_line("raw searches", raw_other)]
 
 
-def section_d(phase: PhaseResult, raw: np.ndarray, nlist: int) -> list[str]:
+def section_d(phase: PhaseResult, raw: np.ndarray, raw_other: float | None = None, *,
+              nlist: int) -> list[str]:
     raw_ms = {q: float(np.percentile(raw, q) * 1e3) for q in (50, 90, 99)}
     sm = SAGEMAKER_IVFPQ
     rows = [["single-row p50 ms", _num(phase.ms(50), 2), _num(raw_ms[50], 3),
@@ -654,7 +711,9 @@ def section_d(phase: PhaseResult, raw: np.ndarray, nlist: int) -> list[str]:
             *table(["figure", "openknn", "raw faiss", "ratio", "target", "",
                     "SageMaker ivfpq_l2 c5.xlarge"], rows),
             f"other processes' CPU during the endpoint phase: {_pct(phase.other_cpu_s, phase)}"
-            f"; client CPU {_pct(phase.client_cpu_s, phase)}"]
+            f"; client CPU {_pct(phase.client_cpu_s, phase)}",
+            *([NOISE_NOTE] if _noisy(phase) else []),
+            _other_line("raw searches", raw_other)]
 
 
 def main(argv: Sequence[str] | None = None) -> dict[str, Any]:

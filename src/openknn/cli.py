@@ -211,12 +211,20 @@ def hyperparameters_cmd(markdown: bool) -> None:
 @click.option("--threads", type=int, default=None, help="faiss threads (default: all CPUs).")
 @click.option("--owner-pid", type=int, default=None, hidden=True,
               help="Exit when this process ends (set by the SDK's deploy).")
+@click.option("--shards", type=int, default=1, show_default=True,
+              help="Split the index over this many Ray actors (openknn[ray]).")
+@click.option("--replicas", type=int, default=1, show_default=True,
+              help="Serve this many copies of the endpoint through Ray Serve (openknn[ray]).")
+@click.option("--ray-address", default=None,
+              help="Join this Ray cluster (default: RAY_ADDRESS, else a local Ray).")
 @reports_errors
 def serve(model: str | None, host: str | None, port: int | None,
           max_payload_mb: float | None, batch_window_ms: float | None,
-          max_batch_rows: int | None, threads: int | None, owner_pid: int | None) -> None:
+          max_batch_rows: int | None, threads: int | None, owner_pid: int | None,
+          shards: int, replicas: int, ray_address: str | None) -> None:
     """Serve a model over HTTP (SageMaker's endpoint). Without MODEL: /opt/ml/model."""
     from . import settings as serving_settings
+    from .errors import ClientError
     from .serving import server
 
     container = model is None
@@ -224,7 +232,24 @@ def serve(model: str | None, host: str | None, port: int | None,
         host=host or ("0.0.0.0" if container else "127.0.0.1"), port=port,
         max_payload_mb=max_payload_mb, batch_window_ms=batch_window_ms,
         max_batch_rows=max_batch_rows, threads=threads)
-    server.serve(Path(model) if model else server.CONTAINER_MODEL_DIR, settings, owner_pid)
+    path = Path(model) if model else server.CONTAINER_MODEL_DIR
+    if shards < 1 or replicas < 1:
+        raise ClientError(f"--shards {shards} / --replicas {replicas}: give 1 or more")
+    if replicas > 1:
+        if shards > 1:
+            raise ClientError("--replicas and --shards cannot be combined yet; choose one")
+        from .distributed import import_ray
+        from .distributed.serving import serve_replicas
+
+        import_ray()  # fail at once with the install hint
+        signal.signal(signal.SIGTERM, _terminated)
+        serve_replicas(server.model_location(path), settings, replicas, ray_address)
+        return
+    if shards > 1:
+        from .distributed import import_ray
+
+        import_ray()
+    server.serve(path, settings, owner_pid, shards, ray_address)
 
 
 @main.command()

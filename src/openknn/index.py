@@ -141,20 +141,38 @@ def _order_ties(dist: np.ndarray, ids: np.ndarray, metric: str) -> tuple[np.ndar
     return np.take_along_axis(dist, order, 1), np.take_along_axis(ids, order, 1)
 
 
+def faiss_search(index: Any, queries: np.ndarray, k: int, nprobe: int,
+                 ) -> tuple[np.ndarray, np.ndarray]:
+    """One faiss search with ``nprobe``: faiss's own distances, id -1 where it found fewer."""
+    result: tuple[np.ndarray, np.ndarray] = index.search(queries, k,
+                                                         params=_search_params(index, nprobe))
+    return result
+
+
+def raw_search(index: Any, queries: np.ndarray, k: int, nprobe: int,
+               ) -> tuple[np.ndarray, np.ndarray]:
+    """faiss's distances of the ``k`` nearest; IVF rows whose probed lists hold fewer than
+    ``k`` points are searched again over every list, so no id is ever -1. An index split
+    over shards (``openknn.sharding``) does the same across its shards."""
+    if hasattr(index, "search_raw"):
+        result: tuple[np.ndarray, np.ndarray] = index.search_raw(queries, k, nprobe)
+        return result
+    dist, ids = faiss_search(index, queries, k, nprobe)
+    short = (ids < 0).any(axis=1)
+    if short.any() and isinstance(index, faiss.IndexIVF):
+        d2, i2 = faiss_search(index, np.ascontiguousarray(queries[short]), k, index.nlist)
+        dist[short], ids[short] = d2, i2
+    return dist, ids
+
+
 def search(index: Any, queries: np.ndarray, k: int, metric: str, nprobe: int = 5,
            ) -> tuple[np.ndarray, np.ndarray]:
     """The ``k`` nearest index ids of each prepared query, with decision 1's distances.
 
-    ``k`` is capped at the points in the index (decision 6); IVF rows whose probed lists
-    hold fewer than ``k`` points are searched again over every list, so no id is ever -1.
+    ``k`` is capped at the points in the index (decision 6); no id is ever -1.
     """
     k = min(k, int(index.ntotal))
-    dist, ids = index.search(queries, k, params=_search_params(index, nprobe))
-    short = (ids < 0).any(axis=1)
-    if short.any() and isinstance(index, faiss.IndexIVF):
-        d2, i2 = index.search(np.ascontiguousarray(queries[short]), k,
-                              params=_search_params(index, index.nlist))
-        dist[short], ids[short] = d2, i2
+    dist, ids = raw_search(index, queries, k, nprobe)
     if metric == "L2":
         dist = np.sqrt(np.maximum(dist, 0, out=dist), out=dist)
     return _order_ties(dist, ids, metric)

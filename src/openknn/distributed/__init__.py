@@ -7,6 +7,8 @@ from typing import Any
 
 from ..errors import MissingExtraError
 
+ADDRESS_ENV = "RAY_ADDRESS"
+
 
 def import_ray() -> Any:
     """Ray, or a clear install hint at first use."""
@@ -18,3 +20,19 @@ def import_ray() -> Any:
     except ImportError:
         raise MissingExtraError("Training or serving on several hosts", "ray", "ray") from None
     return ray
+
+
+def connect(address: str | None = None, num_cpus: int | None = None) -> tuple[Any, bool]:
+    """Ray, initialised: joins ``address`` (or ``RAY_ADDRESS``), else starts a local instance.
+    Returns Ray and whether this call started it (and so should shut it down)."""
+    ray = import_ray()
+    if ray.is_initialized():
+        return ray, False
+    address = address or os.environ.get(ADDRESS_ENV) or None
+    if address is None:
+        os.environ.pop(ADDRESS_ENV, None)  # an empty RAY_ADDRESS would confuse ray.init
+        ray.init(num_cpus=num_cpus, include_dashboard=False, log_to_driver=True,
+                 configure_logging=False)
+        return ray, True
+    ray.init(address=address, log_to_driver=True, configure_logging=False)
+    return ray, False

@@ -4,17 +4,15 @@ through the object store, a dead worker turned into an AlgorithmError naming its
 from __future__ import annotations
 
 import logging
-import os
 from collections.abc import Callable, Sequence
 from typing import Any, TypeVar
 
 from ..errors import AlgorithmError, OpenKnnError
-from . import import_ray
+from . import connect
 
 log = logging.getLogger(__name__)
 
 T = TypeVar("T")
-ADDRESS_ENV = "RAY_ADDRESS"
 TASK_RETRIES = 1  # Ray retries a task whose worker died once, then the job fails
 
 
@@ -40,17 +38,7 @@ class RayRunner:
     """
 
     def __init__(self, address: str | None = None, num_cpus: int | None = None) -> None:
-        self.ray = import_ray()
-        address = address or os.environ.get(ADDRESS_ENV) or None
-        if address is None:
-            os.environ.pop(ADDRESS_ENV, None)  # an empty RAY_ADDRESS would confuse ray.init
-        self._owns = not self.ray.is_initialized() and address is None
-        if not self.ray.is_initialized():
-            if address is None:
-                self.ray.init(num_cpus=num_cpus, include_dashboard=False,
-                              log_to_driver=True, configure_logging=False)
-            else:
-                self.ray.init(address=address, log_to_driver=True, configure_logging=False)
+        self.ray, self._owns = connect(address, num_cpus)
         cpus = int(self.ray.cluster_resources().get("CPU", 1))
         self._cpus = max(1, cpus)
 

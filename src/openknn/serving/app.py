@@ -60,8 +60,10 @@ class Endpoint:
     """The app's state: the model (once loaded), the batcher and the metrics."""
 
     def __init__(self, model: KnnModel | Callable[[], KnnModel], settings: ServingSettings,
-                 on_load_error: Callable[[BaseException], None] | None = None) -> None:
+                 on_load_error: Callable[[BaseException], None] | None = None,
+                 health: Callable[[], bool] | None = None) -> None:
         self.settings = settings
+        self._health = health
         self.load_error: BaseException | None = None
         self._on_load_error = on_load_error
         self.metrics = EndpointMetrics()
@@ -99,7 +101,10 @@ class Endpoint:
                 self._on_load_error(exc)
 
     async def ping(self, request: Request) -> Response:
-        return Response(status_code=200 if self.model is not None else 503)
+        healthy = self.model is not None
+        if healthy and self._health is not None:  # e.g. every shard actor answers
+            healthy = await anyio.to_thread.run_sync(self._health)
+        return Response(status_code=200 if healthy else 503)
 
     async def execution_parameters(self, request: Request) -> Response:
         return Response(orjson.dumps({
@@ -151,9 +156,11 @@ class Endpoint:
 
 def create_app(model: KnnModel | Callable[[], KnnModel],
                settings: ServingSettings | None = None,
-               on_load_error: Callable[[BaseException], None] | None = None) -> Starlette:
-    """The endpoint for a loaded model, or a loader run at startup (``/ping`` 503 until done)."""
-    endpoint = Endpoint(model, settings or ServingSettings(), on_load_error)
+               on_load_error: Callable[[BaseException], None] | None = None,
+               health: Callable[[], bool] | None = None) -> Starlette:
+    """The endpoint for a loaded model, or a loader run at startup (``/ping`` 503 until done).
+    ``health``, when given, must also hold for ``/ping`` to answer 200."""
+    endpoint = Endpoint(model, settings or ServingSettings(), on_load_error, health)
     routes = [
         Route("/ping", endpoint.ping, methods=["GET"]),
         Route("/invocations", endpoint.invocations, methods=["POST"]),

@@ -6,6 +6,7 @@ import logging
 import os
 import threading
 from pathlib import Path
+from typing import Any
 
 import uvicorn
 
@@ -46,12 +47,24 @@ def _watch_owner(owner_pid: int, server: uvicorn.Server, every: float = 1.0) -> 
     threading.Thread(target=loop, name="openknn-owner-watch", daemon=True).start()
 
 
-def serve(path: Path, settings: ServingSettings, owner_pid: int | None = None) -> None:
-    """Serve until interrupted; a model that fails to load stops the server with its error."""
+def serve(path: Path, settings: ServingSettings, owner_pid: int | None = None,
+          shards: int = 1, ray_address: str | None = None) -> None:
+    """Serve until interrupted; a model that fails to load stops the server with its error.
+    With ``shards`` > 1 the index lives in that many Ray actors (``openknn[ray]``)."""
     location = model_location(path)
+    backends: list[Any] = []
 
     def load() -> KnnModel:
-        return artifact.load(location)
+        if shards <= 1:
+            return artifact.load(location)
+        from ..distributed.serving import sharded_model
+
+        model, ray_shards = sharded_model(location, shards, ray_address)
+        backends.append(ray_shards)
+        return model
+
+    def healthy() -> bool:
+        return all(b.healthy() for b in backends)
 
     config = uvicorn.Config(None, host=settings.host, port=settings.port,  # type: ignore[arg-type]
                             log_level="info", access_log=False, lifespan="on")
@@ -60,12 +73,17 @@ def serve(path: Path, settings: ServingSettings, owner_pid: int | None = None) -
     def stop(exc: BaseException) -> None:
         server.should_exit = True
 
-    app = create_app(load, settings, on_load_error=stop)
+    app = create_app(load, settings, on_load_error=stop,
+                     health=healthy if shards > 1 else None)
     config.app = app
     if owner_pid is not None:
         _watch_owner(owner_pid, server)
     log.info("Serving %s on http://%s:%d", location, settings.host, settings.port)
-    server.run()
+    try:
+        server.run()
+    finally:
+        for backend in backends:
+            backend.close()
     error = app.state.endpoint.load_error
     if error is not None:
         raise error
