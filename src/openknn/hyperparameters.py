@@ -11,7 +11,7 @@ from typing import Any
 
 from .errors import HyperparameterError
 
-INDEX_TYPES = ("faiss.Flat", "faiss.IVFFlat", "faiss.IVFPQ")
+INDEX_TYPES = ("faiss.Flat", "faiss.IVFFlat", "faiss.IVFPQ", "faiss.HNSW")
 INDEX_METRICS = ("L2", "INNER_PRODUCT", "COSINE")
 PREDICTOR_TYPES = ("classifier", "regressor")
 REDUCTION_TYPES = ("sign", "fjlt")
@@ -59,8 +59,9 @@ TABLE: tuple[Spec, ...] = (
          "unset (or 'none') for no reduction.", choices=("none",) + REDUCTION_TYPES),
     Spec("dimension_reduction_target", "int", "Target dimension; required when, and only when, "
          "dimension_reduction_type is set; less than feature_dim.", low=0),
-    Spec("index_type", "str", "faiss index: exact (Flat), inverted file (IVFFlat) or inverted "
-         "file with product quantisation (IVFPQ).", default="faiss.Flat", choices=INDEX_TYPES),
+    Spec("index_type", "str", "faiss index: exact (Flat), inverted file (IVFFlat), inverted "
+         "file with product quantisation (IVFPQ), or a graph (HNSW, openknn's addition).",
+         default="faiss.Flat", choices=INDEX_TYPES),
     Spec("index_metric", "str", "Distance: Euclidean, inner product, or cosine (normalised "
          "inner product).", default="L2", choices=INDEX_METRICS),
     Spec("faiss_index_ivf_nlists", "int_or_auto", "Number of IVF cells; 'auto' = "
@@ -74,6 +75,15 @@ TABLE: tuple[Spec, ...] = (
          default=1, choices=(1,)),
     Spec("_faiss_index_nprobe", "int", "IVF cells visited per query at search time.",
          default=5, low=0),
+    Spec("_hnsw_m", "int", "HNSW: neighbours per node in the graph (faiss.HNSW only).",
+         default=32, low=2, high=256, low_closed=True),
+    Spec("_hnsw_ef_construction", "int", "HNSW: candidate list size while building.",
+         default=40, low=1, high=4096, low_closed=True),
+    Spec("_hnsw_ef_search", "int", "HNSW: candidate list size at search time (at least k is "
+         "used).", default=64, low=1, high=4096, low_closed=True),
+    Spec("_target_recall", "float", "Tune the search-time knob (nprobe for IVF, efSearch for "
+         "HNSW) to the smallest value whose recall@k on a held-out slice of the sample "
+         "reaches this; unset: no tuning.", low=0, high=1),
     Spec("_seed", "int", "Seed of the reservoir sampler and the projection; a fixed seed "
          "gives bit-identical models.", default=0, low=0, low_closed=True),
 )
@@ -183,7 +193,16 @@ def _rule_pq(hp: dict[str, Any]) -> None:
         )
 
 
-RULES: tuple[Rule, ...] = (_rule_required, _rule_reduction, _rule_pq)
+def _rule_hnsw(hp: dict[str, Any]) -> None:
+    given = [n for n in ("_hnsw_m", "_hnsw_ef_construction", "_hnsw_ef_search")
+             if hp.get(n) != SPECS[n].default]
+    if given and hp["index_type"] != "faiss.HNSW":
+        raise HyperparameterError(
+            f"Hyperparameter(s) {', '.join(given)} apply only when 'index_type' = 'faiss.HNSW' "
+            f"(got index_type={hp['index_type']!r}); drop them or set index_type=faiss.HNSW")
+
+
+RULES: tuple[Rule, ...] = (_rule_required, _rule_reduction, _rule_pq, _rule_hnsw)
 
 
 def parse(raw: Mapping[str, object], rules: Iterable[Rule] = RULES) -> dict[str, Any]:

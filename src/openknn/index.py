@@ -20,6 +20,7 @@ log = logging.getLogger(__name__)
 PQ_BITS = 8
 MIN_PQ_POINTS = 1 << PQ_BITS  # 8-bit PQ codebooks need 256 training points (decision 3)
 IVF_TYPES = ("faiss.IVFFlat", "faiss.IVFPQ")
+HNSW = "faiss.HNSW"
 ASCENDING_METRICS = ("L2",)  # metrics whose best neighbour has the smallest value
 
 
@@ -31,7 +32,9 @@ class IndexConfig:
     metric: str = "L2"
     nlist: int | str = "auto"
     pq_m: int | None = None
-    nprobe: int = 5
+    nprobe: int = 5  # the search-time knob: nprobe for IVF, efSearch for HNSW
+    hnsw_m: int = 32
+    hnsw_ef_construction: int = 40
 
 
 def set_threads(threads: int | None = None) -> int:
@@ -102,6 +105,10 @@ def _empty_index(dim: int, nlist: int, config: IndexConfig) -> Any:
         return flat
     if config.index_type == "faiss.IVFFlat":
         return faiss.IndexIVFFlat(flat, dim, nlist, metric)
+    if config.index_type == HNSW:
+        index = faiss.IndexHNSWFlat(dim, config.hnsw_m, metric)
+        index.hnsw.efConstruction = config.hnsw_ef_construction
+        return index
     m = config.pq_m or default_pq_m(dim)
     return faiss.IndexIVFPQ(flat, dim, nlist, m, PQ_BITS, metric)
 
@@ -129,8 +136,20 @@ def build(vectors: np.ndarray, k: int, config: IndexConfig, seed: int = 0) -> An
 
 
 def _search_params(index: Any, nprobe: int) -> Any:
+    """Per-call search parameters (thread-safe, unlike setting them on the index)."""
     if isinstance(index, faiss.IndexIVF):
         return faiss.SearchParametersIVF(nprobe=min(nprobe, index.nlist))  # type: ignore[call-arg]
+    if isinstance(index, faiss.IndexHNSW):
+        return faiss.SearchParametersHNSW(efSearch=nprobe)  # type: ignore[attr-defined]
+    return None
+
+
+def knob_name(index: Any) -> str | None:
+    """The name of the index's search-time knob, or None for exact search."""
+    if isinstance(index, faiss.IndexIVF):
+        return "nprobe"
+    if isinstance(index, faiss.IndexHNSW):
+        return "efSearch"
     return None
 
 

@@ -7,6 +7,8 @@ import numpy as np
 
 from .errors import DataError
 from .formats.codec import Predictions, ResponseType, decode, encode, negotiate, request_media
+from .formats.media import parse_media_type
+from .index import knob_name
 from .model import KnnModel
 from .predict import predict
 
@@ -31,6 +33,40 @@ def parse_request(model: KnnModel, body: bytes, content_type: str | None,
     return features
 
 
+KNOB_PARAMS = ("nprobe", "ef_search", "efsearch")
+MAX_EF_SEARCH = 4096
+
+
+def knob_override(model: KnnModel, content_type: str | None) -> int | None:
+    """A per-request ``nprobe=`` (IVF) or ``ef_search=`` (HNSW) Content-Type parameter."""
+    _, params = parse_media_type(content_type or "")
+    given = [(name, params[name]) for name in KNOB_PARAMS if name in params]
+    if not given:
+        return None
+    name, raw = given[0]
+    if not raw.isdigit() or int(raw) < 1:
+        raise DataError(f"Content-Type parameter {name}={raw!r} must be a positive integer")
+    value = int(raw)
+    knob = knob_name(model.index)
+    if knob is None:
+        raise DataError(f"Content-Type parameter {name}={value}: the model's "
+                        f"{model.meta.index_type} index is exact and has no search-time knob; "
+                        "drop the parameter")
+    if knob == "nprobe":
+        nlist = int(model.meta.faiss_index_ivf_nlists or model.index.nlist)
+        if name != "nprobe":
+            raise DataError(f"Content-Type parameter {name}: an IVF index takes nprobe=")
+        if value > nlist:
+            raise DataError(f"nprobe={value} is larger than the index's nlist={nlist}; give "
+                            f"1 to {nlist}")
+    elif name == "nprobe":
+        raise DataError("Content-Type parameter nprobe: an HNSW index takes ef_search=")
+    elif value > MAX_EF_SEARCH:
+        raise DataError(f"ef_search={value} is larger than {MAX_EF_SEARCH}; give 1 to "
+                        f"{MAX_EF_SEARCH}")
+    return value
+
+
 def infer(model: KnnModel, features: np.ndarray, nprobe: int | None = None) -> Predictions:
     """Search once and answer every row, with the neighbours kept for verbose responses."""
     distances, labels = model.neighbors(features, nprobe=nprobe)
@@ -42,4 +78,5 @@ def invoke(model: KnnModel, body: bytes, content_type: str | None,
     """One whole request in process: the response body and its negotiated type."""
     response = negotiate(accept)
     features = parse_request(model, body, content_type)
-    return encode(infer(model, features), response), response
+    knob = knob_override(model, content_type)
+    return encode(infer(model, features, knob), response), response

@@ -35,6 +35,7 @@ class ModelMeta:
     num_points: int = 0
     faiss_index_ivf_nlists: int | None = None
     faiss_index_pq_m: int | None = None
+    tuning: dict[str, Any] | None = None  # _target_recall's choice (openknn.tuning.Tuned)
     version: str = VERSION
 
     def to_json(self) -> dict[str, Any]:

@@ -7,13 +7,13 @@ import json
 import logging
 import time
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from . import artifact, hyperparameters
+from . import artifact, hyperparameters, tuning
 from . import index as faiss_index
 from .data import Channel, iter_blocks, require_files
 from .errors import ChannelError
@@ -103,7 +103,9 @@ def index_config(hp: Mapping[str, Any]) -> faiss_index.IndexConfig:
     return faiss_index.IndexConfig(
         index_type=hp["index_type"], metric=hp["index_metric"],
         nlist=hp["faiss_index_ivf_nlists"], pq_m=hp["faiss_index_pq_m"],
-        nprobe=hp["_faiss_index_nprobe"],
+        nprobe=(hp["_hnsw_ef_search"] if hp["index_type"] == faiss_index.HNSW
+                else hp["_faiss_index_nprobe"]),
+        hnsw_m=hp["_hnsw_m"], hnsw_ef_construction=hp["_hnsw_ef_construction"],
     )
 
 
@@ -115,6 +117,13 @@ def build_model(features: np.ndarray, labels: np.ndarray, hp: Mapping[str, Any])
     log.info("Building %s (%s) over data %s", config.index_type, config.metric, vectors.shape)
     index = faiss_index.build(vectors, hp["k"], config, seed=hp["_seed"])
     d = vectors.shape[1]
+    tuned = None
+    if hp["_target_recall"] is not None:
+        prepared = faiss_index.prepare(vectors, config.metric, faiss_index.index_dim(d, config))
+        tuned = tuning.tune(index, prepared, hp["k"], hp["_target_recall"],
+                            np.random.default_rng([hp["_seed"], 1 << 20]))
+        if tuned is not None:
+            config = replace(config, nprobe=tuned.value)
     meta = ModelMeta(
         k=hp["k"], predictor_type=hp["predictor_type"], feature_dim=hp["feature_dim"],
         index_dim=faiss_index.index_dim(d, config), index_type=config.index_type,
@@ -124,6 +133,7 @@ def build_model(features: np.ndarray, labels: np.ndarray, hp: Mapping[str, Any])
         num_points=int(index.ntotal),
         faiss_index_ivf_nlists=int(index.nlist) if hasattr(index, "nlist") else None,
         faiss_index_pq_m=int(index.pq.M) if hasattr(index, "pq") else None,
+        tuning=tuned.to_json() if tuned is not None else None,
     )
     return KnnModel(meta=meta, index=index, labels=labels, projection=projection)
 
@@ -147,6 +157,8 @@ def metrics_json(hp: Mapping[str, Any], records: int, model: KnnModel, score: Sc
         "hyperparameters": hyperparameters.to_strings(hp),
         "timings_seconds": dict(timings),
     }
+    if model.meta.tuning is not None:
+        out["tuning"] = model.meta.tuning
     if score is not None:
         out[f"test:{score.name}"] = score.value
         out["test"] = {"metric": score.name, "value": score.value, "rows": score.rows,

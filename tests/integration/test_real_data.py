@@ -38,3 +38,27 @@ def test_fashion_mnist_ivfflat_default_nprobe_recall() -> None:
     assert rows["faiss.IVFFlat"]["recall_flat"] >= 0.95
     assert rows["faiss.IVFFlat"]["recall_truth"] >= 0.95
     assert 0.3 < float(np.asarray(rows["faiss.IVFPQ"]["recall_flat"])) < 1.0
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("index_type", ["faiss.IVFFlat", "faiss.HNSW"])
+def test_fashion_mnist_target_recall_holds_on_the_test_queries(index_type: str) -> None:
+    """_target_recall=0.95 tuned on a slice of the sample holds on the 10,000 held-out
+    Fashion-MNIST queries against their exact ground truth."""
+    import bench_ann
+
+    from openknn import hyperparameters, training
+    from openknn.datasets import fashion_mnist, read_ivecs
+    from openknn.index import prepare, search
+
+    path = shared_file("fashion-mnist")
+    data = fashion_mnist(path)
+    truth = read_ivecs(shared_file("fashion-mnist", "t10k-vs-train_knn100_ids.ivecs.gz"))
+    hp = hyperparameters.parse({"feature_dim": "784", "k": "10", "sample_size": "60000",
+                                "predictor_type": "classifier", "index_type": index_type,
+                                "_target_recall": "0.95"})
+    model = training.build_model(data["train_images"], data["train_labels"], hp)
+    assert model.meta.tuning is not None and model.meta.tuning["recall"] >= 0.95
+    queries = prepare(data["test_images"], "L2", model.meta.index_dim)
+    _, ids = search(model.index, queries, 10, "L2", model.meta.nprobe)
+    assert bench_ann.recall(ids, truth) >= 0.95

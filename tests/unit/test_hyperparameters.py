@@ -58,9 +58,14 @@ def test_underscore_names_are_accepted() -> None:
         ("feature_dim", "0", r"Hyperparameter feature_dim: 0 is not in \(0, inf\)"),
         ("predictor_type", "classify",
          r"Hyperparameter predictor_type: 'classify' is not in \{classifier, regressor\}"),
-        ("index_type", "faiss.HNSW",
-         r"Hyperparameter index_type: 'faiss.HNSW' is not in "
-         r"\{faiss.Flat, faiss.IVFFlat, faiss.IVFPQ\}"),
+        ("index_type", "faiss.LSH",
+         r"Hyperparameter index_type: 'faiss.LSH' is not in "
+         r"\{faiss.Flat, faiss.IVFFlat, faiss.IVFPQ, faiss.HNSW\}"),
+        ("_target_recall", "0", r"_target_recall: 0.0 is not in \(0, 1\]"),
+        ("_target_recall", "1.5", r"_target_recall: 1.5 is not in \(0, 1\]"),
+        ("_target_recall", "high", r"could not parse value 'high'; expected a number"),
+        ("_hnsw_m", "1", r"_hnsw_m: 1 is not in \[2, 256\]"),
+        ("_hnsw_ef_construction", "0", r"_hnsw_ef_construction: 0 is not in \[1, 4096\]"),
         ("index_metric", "l1", r"index_metric: 'l1' is not in \{L2, INNER_PRODUCT, COSINE\}"),
         ("faiss_index_ivf_nlists", "0", r"faiss_index_ivf_nlists: 0 is not in 'auto' or an "
          r"integer in \(0, inf\)"),
@@ -128,3 +133,10 @@ def test_docs_are_generated_from_the_table() -> None:
         "> docs/hyperparameters.md`")
     for spec in hp.TABLE:
         assert f"`{spec.name}`" in DOCS.read_text()
+
+
+def test_hnsw_parameters_need_hnsw() -> None:
+    with pytest.raises(HyperparameterError, match=r"_hnsw_m apply only when 'index_type' = "
+                       r"'faiss.HNSW' \(got index_type='faiss.Flat'\)"):
+        parse(_hnsw_m="16")
+    assert parse(index_type="faiss.HNSW", _hnsw_m="16")["_hnsw_m"] == 16

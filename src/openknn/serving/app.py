@@ -20,7 +20,7 @@ from starlette.routing import Route
 from .. import index as faiss_index
 from ..errors import OpenKnnError, PayloadTooLarge
 from ..formats.codec import Predictions, encode, negotiate
-from ..inference import infer, parse_request
+from ..inference import infer, knob_override, parse_request
 from ..model import KnnModel
 from ..settings import ServingSettings
 from .batcher import MicroBatcher
@@ -136,8 +136,9 @@ class Endpoint:
                                                           content_type)
             else:
                 features = parse_request(model, body, content_type)
+            knob = knob_override(model, content_type)
             submitted = True
-            predictions = await batcher.submit(features)
+            predictions = await batcher.submit(features, knob)
             rows = features.shape[0]
             return Response(encode(predictions, response_type),
                             media_type=response_type.content_type)
