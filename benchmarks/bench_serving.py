@@ -32,6 +32,7 @@ import io
 import math
 import os
 import re
+import signal
 import socket
 import subprocess
 import sys
@@ -650,7 +651,7 @@ def section_b(phases: list[tuple[PhaseResult, int, float, float | None]]) -> lis
             f"c={phase.concurrency} {client}", _num(phase.requests_per_s),
             _num(phase.ms(50), 2), _num(phase.ms(90), 2), _num(phase.ms(99), 2),
             _num(phase.server_latency_s * 1e3, 2), _num(phase.mean_batch_rows, 2),
-            f"{_num(qps)} @{batch}" + (" *" if raw_noisy else ""), f"{ratio:.2f}", target,
+            f"{_num(qps)} @{batch}" + (" *" if raw_noisy else ""), f"{ratio:.3f}", target,
             _met(ratio >= TARGET_RATIO_C32) if target else "",
             f"{len(phase.latencies_s)}/{phase.errors}", cpu,
             _pct(phase.client_cpu_s, phase),
@@ -735,6 +736,8 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     changes = {"rows": args.rows, "threads": args.threads, "seconds": args.seconds,
                "max_requests": args.max_requests, "batch_window_ms": args.batch_window_ms,
                "max_batch_rows": args.max_batch_rows}
+    # SIGTERM runs the finally blocks too, so the server subprocess never outlives us
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(128 + signal.SIGTERM))
     if args.quick:
         cfg = BenchConfig.quick(**changes)
     else:
