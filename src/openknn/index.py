@@ -38,9 +38,10 @@ class IndexConfig:
 
 
 # faiss 1.15 takes its BLAS path only when rows x d >= 128,000, so a batch under ~2,400 rows of
-# 54 features is scanned: 4x slower at 32-581 rows and no faster at 1 (measured, 200k x 54).
-# Always BLAS; the few-ulp rounding difference is why exactness tests allow for ties.
-BLAS_THRESHOLD = 1
+# 54 features is scanned: 2-4x slower at 16-581 rows (measured, 200k x 54, 2 threads), while
+# a single row is faster scanned on one thread. BLAS from 16 rows; exactness tests allow for
+# its few-ulp rounding at ties.
+BLAS_MIN_ROWS = 16
 _configured = [1]  # the thread count set_threads chose, for threads that search later
 
 
@@ -52,7 +53,6 @@ def set_threads(threads: int | None = None) -> int:
         affinity = getattr(os, "sched_getaffinity", None)
         threads = len(affinity(0)) if affinity else (os.cpu_count() or 1)
     faiss.omp_set_num_threads(threads)
-    faiss.cvar.distance_compute_blas_threshold = BLAS_THRESHOLD
     _configured[0] = threads
     return threads
 
@@ -181,6 +181,7 @@ def _order_ties(dist: np.ndarray, ids: np.ndarray, metric: str) -> tuple[np.ndar
 def faiss_search(index: Any, queries: np.ndarray, k: int, nprobe: int,
                  ) -> tuple[np.ndarray, np.ndarray]:
     """One faiss search with ``nprobe``: faiss's own distances, id -1 where it found fewer."""
+    faiss.cvar.distance_compute_blas_threshold = BLAS_MIN_ROWS * int(index.d)  # see above
     result: tuple[np.ndarray, np.ndarray] = index.search(queries, k,
                                                          params=_search_params(index, nprobe))
     return result
