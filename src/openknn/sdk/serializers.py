@@ -33,6 +33,15 @@ class BaseSerializer:
         return self.CONTENT_TYPE
 
     def serialize(self, data: Any) -> bytes:
+        """Bytes and text pass through as they are (already in the format); the rest is
+        encoded by the subclass."""
+        if isinstance(data, bytes):
+            return data
+        if isinstance(data, str):
+            return data.encode()
+        return self._encode(data)
+
+    def _encode(self, data: Any) -> bytes:
         raise NotImplementedError
 
     def __call__(self, data: Any) -> bytes:  # SDK v1 serializers were plain functions
@@ -44,11 +53,7 @@ class CSVSerializer(BaseSerializer):
 
     CONTENT_TYPE = CSV
 
-    def serialize(self, data: Any) -> bytes:
-        if isinstance(data, bytes):
-            return data
-        if isinstance(data, str):
-            return data.encode()
+    def _encode(self, data: Any) -> bytes:
         rows = _rows(data)
         if rows is None:
             raise DataError(f"CSVSerializer cannot serialize {type(data).__name__}; pass a "
@@ -61,11 +66,7 @@ class JSONSerializer(BaseSerializer):
 
     CONTENT_TYPE = JSON
 
-    def serialize(self, data: Any) -> bytes:
-        if isinstance(data, bytes):
-            return data
-        if isinstance(data, str):
-            return data.encode()
+    def _encode(self, data: Any) -> bytes:
         rows = _rows(data)
         if rows is not None:
             return orjson.dumps({"instances": [{"features": r} for r in rows.tolist()]})
@@ -77,11 +78,7 @@ class JSONLinesSerializer(BaseSerializer):
 
     CONTENT_TYPE = JSONLINES
 
-    def serialize(self, data: Any) -> bytes:
-        if isinstance(data, bytes):
-            return data
-        if isinstance(data, str):
-            return data.encode()
+    def _encode(self, data: Any) -> bytes:
         rows = _rows(data)
         items: Iterable[Any] = ([{"features": r} for r in rows.tolist()] if rows is not None
                                 else data)
@@ -94,9 +91,7 @@ class RecordSerializer(BaseSerializer):
 
     CONTENT_TYPE = RECORDIO
 
-    def serialize(self, data: Any) -> bytes:
-        if isinstance(data, bytes):
-            return data
+    def _encode(self, data: Any) -> bytes:
         rows = _rows(data)
         if rows is None:
             raise DataError(f"RecordSerializer cannot serialize {type(data).__name__}; pass "
