@@ -37,10 +37,6 @@ class ServingSettings:
     batch_strategy: str = "MULTI_RECORD"
     max_concurrent_transforms: int = 1
 
-    @property
-    def max_payload_bytes(self) -> int:
-        return int(self.max_payload_mb * 1024 * 1024)
-
     def with_(self, **changes: Any) -> ServingSettings:
         """A copy with the non-None ``changes`` applied (CLI options over the environment)."""
         return replace(self, **{k: v for k, v in changes.items() if v is not None})

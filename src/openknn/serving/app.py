@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import contextlib
 import logging
-import os
 import time
 from collections.abc import AsyncIterator, Callable
 from typing import Any
@@ -172,5 +171,4 @@ def create_app(model: KnnModel | Callable[[], KnnModel],
     ]
     app = Starlette(routes=routes, lifespan=endpoint.lifespan)
     app.state.endpoint = endpoint
-    app.state.pid = os.getpid()
     return app
