@@ -425,3 +425,42 @@ def quickstart(path: str | None, workdir: str, k: int) -> None:
     from . import quickstart as flow
 
     flow.run(Path(workdir), path, k)
+
+
+# ---------------------------------------------------------------- openknn bench
+
+
+@main.command()
+@click.option("--quick", is_flag=True,
+              help="A few-minute smoke run: subsampled test rows, requests and Fashion-MNIST.")
+@click.option("--output", type=click.Path(file_okay=False), default="bench-report",
+              show_default=True, help="Where report.md and the PNG plots are written.")
+@click.option("--covtype-path", type=click.Path(dir_okay=False), default=None,
+              help="A local covtype.data[.gz] or Kaggle train.csv[.gz]; default: UCI's "
+                   "covtype (cached or downloaded), else ../shared/data/covtype/"
+                   "kaggle-forest-cover-type-prediction_train.csv.gz.")
+@click.option("--fashion-path", type=click.Path(file_okay=False), default=None,
+              help="A folder with Fashion-MNIST's IDX files (and its exact 100-NN ground "
+                   "truth); default: ../shared/data/fashion-mnist.")
+@click.option("--threads", type=int, default=None,
+              help="faiss threads for the server and raw faiss (default: all CPUs).")
+@reports_errors
+def bench(quick: bool, output: str, covtype_path: str | None, fashion_path: str | None,
+          threads: int | None) -> None:
+    """Benchmark report: the tutorial's Part 2 models and HNSW / IVFFlat through the real
+    endpoint, beside raw faiss and scikit-learn; writes report.md and PNG plots."""
+    import shlex
+
+    from . import report
+
+    if not click.get_current_context().find_root().params.get("verbose"):
+        logging.getLogger("openknn").setLevel(logging.WARNING)  # the jobs' own log lines
+        logging.getLogger(report.__name__).setLevel(logging.INFO)  # progress
+    given = [("--output", output), ("--covtype-path", covtype_path),
+             ("--fashion-path", fashion_path), ("--threads", threads)]
+    command = shlex.join(["openknn", "bench", *(["--quick"] if quick else []),
+                          *[str(p) for name, value in given if value is not None
+                            for p in (name, value)]])
+    cfg = report.BenchConfig.make(quick, threads)
+    click.echo(report.run(cfg, Path(output), Path(covtype_path) if covtype_path else None,
+                          Path(fashion_path) if fashion_path else None, command))
