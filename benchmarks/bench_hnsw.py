@@ -2,7 +2,7 @@
 against the exact ground truth, and single-row endpoint latency at concurrency 1 (p50 target
 <= 2 ms) beside raw faiss's single-query latency on the same index and efSearch.
 
-    .venv/bin/python benchmarks/bench_hnsw.py [--path ../shared/data/fashion-mnist] [--requests 1000]
+    .venv/bin/python benchmarks/bench_hnsw.py [--path DIR] [--requests 1000]
 """
 
 from __future__ import annotations
