@@ -243,7 +243,8 @@ def serve(model: str | None, host: str | None, port: int | None,
 
         import_ray()  # fail at once with the install hint
         signal.signal(signal.SIGTERM, _terminated)
-        serve_replicas(server.model_location(path), settings, replicas, ray_address)
+        serve_replicas(server.model_location(path), settings, replicas, ray_address,
+                       owner_pid=owner_pid)
         return
     if shards > 1:
         from .distributed import import_ray

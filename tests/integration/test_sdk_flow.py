@@ -193,3 +193,26 @@ def test_knn_instance_count_two_trains_on_ray(tmp_path: Path) -> None:
     assert "number of workers = 2" in log and "algo-2" in log
     assert artifact.load(knn.model_data).meta.num_points == 1000
     assert knn.metrics["test:accuracy"] > 0.9
+
+
+@pytest.mark.ray
+def test_deploy_with_two_instances_uses_replicas(tmp_path: Path) -> None:
+    pytest.importorskip("ray")
+    knn = KNN(k=5, sample_size=1000, predictor_type="classifier",
+              output_path=str(tmp_path / "out"), data_location=str(tmp_path / "data"))
+    knn.fit(knn.record_set(X[TRAIN], Y[TRAIN]), logs=False)
+    predictor = knn.deploy(initial_instance_count=2, instance_type="local",
+                           serializer=CSVSerializer(), deserializer=JSONDeserializer())
+    info = registry.describe(predictor.endpoint_name)
+    try:
+        log = (Path(os.environ["OPENKNN_HOME"]) / "endpoints" /
+               f"{predictor.endpoint_name}.log").read_text()
+        assert "Ray Serve replicas" in log or "replicas" in log
+        np.testing.assert_array_equal(predicted(predictor.predict(X[TEST][:30])),
+                                      artifact.load(knn.model_data).predict(X[TEST][:30]))
+    finally:
+        predictor.delete_endpoint()
+    deadline = time.monotonic() + 30
+    while registry.pid_alive(info.pid) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert not registry.pid_alive(info.pid) and port_closed(info.port)

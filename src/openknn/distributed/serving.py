@@ -24,6 +24,16 @@ log = logging.getLogger(__name__)
 PING_TIMEOUT_S = 1.0
 
 
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
 class _Shard:
     """One actor's slice of the index (rebuilt from bytes if Ray restarts the actor)."""
 
@@ -88,7 +98,7 @@ def sharded_model(path: Path, shards: int, address: str | None = None,
 
 def serve_replicas(path: Path, settings: ServingSettings, replicas: int,
                    address: str | None = None, ready: Callable[[], None] | None = None,
-                   stop: threading.Event | None = None) -> None:
+                   stop: threading.Event | None = None, owner_pid: int | None = None) -> None:
     """Serve ``replicas`` copies of the app through Ray Serve's proxy at host:port."""
     from ray import serve
 
@@ -108,7 +118,9 @@ def serve_replicas(path: Path, settings: ServingSettings, replicas: int,
     stop = stop or threading.Event()
     try:
         while not stop.wait(0.5):  # a timed wait, so SIGTERM/Ctrl-C are handled promptly
-            pass
+            if owner_pid is not None and not _alive(owner_pid):
+                log.warning("Owner process %d is gone; shutting the replicas down", owner_pid)
+                break
     except KeyboardInterrupt:
         pass
     finally:

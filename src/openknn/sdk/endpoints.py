@@ -130,8 +130,10 @@ def _wait_ready(url: str, proc: subprocess.Popen[bytes], log: Path) -> None:
                       f"see {log}")
 
 
-def create(name: str, model_data: str, threads: int | None = None) -> EndpointInfo:
-    """Start ``openknn serve`` for ``model_data`` and wait until ``/ping`` answers 200."""
+def create(name: str, model_data: str, threads: int | None = None,
+           replicas: int = 1) -> EndpointInfo:
+    """Start ``openknn serve`` for ``model_data`` (``replicas`` > 1: Ray Serve replicas) and
+    wait until ``/ping`` answers 200."""
     existing = _read(_entry(name))
     if existing is not None and pid_alive(existing.pid):
         raise ClientError(f"Endpoint {name!r} already exists at {existing.url}; delete it "
@@ -142,6 +144,8 @@ def create(name: str, model_data: str, threads: int | None = None) -> EndpointIn
             "--owner-pid", str(os.getpid())]
     if threads:
         args += ["--threads", str(threads)]
+    if replicas > 1:
+        args += ["--replicas", str(replicas)]
     with open(log, "wb") as out:
         proc = subprocess.Popen(args, stdout=out, stderr=subprocess.STDOUT,
                                 stdin=subprocess.DEVNULL, start_new_session=True)

@@ -261,14 +261,14 @@ class Model:
                serializer: BaseSerializer | None = None,
                deserializer: BaseDeserializer | None = None,
                endpoint_name: str | None = None, **kwargs: Any) -> Predictor:
-        if initial_instance_count != 1:
-            raise ClientError(
-                f"initial_instance_count={initial_instance_count}: replicated endpoints need "
-                "openknn's Ray serving, which this version does not include yet; use 1")
+        if initial_instance_count > 1 and importlib.util.find_spec("ray") is None:
+            raise MissingExtraError(f"initial_instance_count={initial_instance_count}", "ray",
+                                    "ray")
         if not Path(_local(self.model_data)).exists():
             raise ClientError(f"model_data {self.model_data!r} does not exist")
         name = endpoint_name or f"knn-{timestamp()}"
-        endpoints.create(name, str(_local(self.model_data)))
+        endpoints.create(name, str(_local(self.model_data)),
+                         replicas=max(1, initial_instance_count))
         predictor = self.predictor_cls(name)
         if serializer is not None:
             predictor.serializer = serializer
