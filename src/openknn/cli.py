@@ -243,7 +243,13 @@ def serve(model: str | None, host: str | None, port: int | None,
 
         import_ray()  # fail at once with the install hint
         signal.signal(signal.SIGTERM, _terminated)
-        serve_replicas(server.model_location(path), settings, replicas, ray_address,
+        location = server.model_location(path)
+
+        def ready() -> None:  # Ray Serve takes over logging; say it plainly
+            click.echo(f"Serving {location} from {replicas} Ray Serve replicas on "
+                       f"http://{settings.host}:{settings.port}", err=True)
+
+        serve_replicas(location, settings, replicas, ray_address, ready=ready,
                        owner_pid=owner_pid)
         return
     if shards > 1:
