@@ -205,9 +205,11 @@ def test_deploy_with_two_instances_uses_replicas(tmp_path: Path) -> None:
                            serializer=CSVSerializer(), deserializer=JSONDeserializer())
     info = registry.describe(predictor.endpoint_name)
     try:
-        log = (Path(os.environ["OPENKNN_HOME"]) / "endpoints" /
-               f"{predictor.endpoint_name}.log").read_text()
-        assert "from 2 Ray Serve replicas" in log
+        log = Path(os.environ["OPENKNN_HOME"]) / "endpoints" / f"{predictor.endpoint_name}.log"
+        deadline = time.monotonic() + 30
+        while "from 2 Ray Serve replicas" not in log.read_text() and time.monotonic() < deadline:
+            time.sleep(0.2)
+        assert "from 2 Ray Serve replicas" in log.read_text()
         np.testing.assert_array_equal(predicted(predictor.predict(X[TEST][:30])),
                                       artifact.load(knn.model_data).predict(X[TEST][:30]))
     finally:
