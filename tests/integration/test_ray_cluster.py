@@ -16,8 +16,13 @@ pytestmark = pytest.mark.ray
 
 
 def node_of(_: int) -> str:
+    """The node a host task ran on; it holds its one CPU for a second, so with one CPU per
+    node the two tasks cannot both run on the same node."""
+    import time
+
     import ray
 
+    time.sleep(1.0)
     return str(ray.get_runtime_context().get_node_id())
 
 

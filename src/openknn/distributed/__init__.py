@@ -12,9 +12,6 @@ ADDRESS_ENV = "RAY_ADDRESS"
 
 def import_ray() -> Any:
     """Ray, or a clear install hint at first use."""
-    # Every host's log lines reach the job log, as SageMaker's do: Ray would otherwise fold
-    # algo-2's lines into algo-1's "repeated 2x across cluster". Read when Ray is imported.
-    os.environ.setdefault("RAY_DEDUP_LOGS", "0")
     try:
         import ray
     except ImportError:
@@ -31,8 +28,8 @@ def connect(address: str | None = None, num_cpus: int | None = None) -> tuple[An
     address = address or os.environ.get(ADDRESS_ENV) or None
     if address is None:
         os.environ.pop(ADDRESS_ENV, None)  # an empty RAY_ADDRESS would confuse ray.init
-        ray.init(num_cpus=num_cpus, include_dashboard=False, log_to_driver=True,
+        ray.init(num_cpus=num_cpus, include_dashboard=False, log_to_driver=False,
                  configure_logging=False)
         return ray, True
-    ray.init(address=address, log_to_driver=True, configure_logging=False)
+    ray.init(address=address, log_to_driver=False, configure_logging=False)
     return ray, False

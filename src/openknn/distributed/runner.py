@@ -16,18 +16,32 @@ T = TypeVar("T")
 TASK_RETRIES = 1  # Ray retries a task whose worker died once, then the job fails
 
 
-def _on_host(host: str, threads: int, fn: Callable[..., T], *args: Any) -> T:
-    """Run one host's step inside a Ray worker, logging as that host."""
+class _Lines(logging.Handler):
+    """Keeps a task's log lines, to travel back with its result."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.lines: list[str] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.lines.append(self.format(record))
+
+
+def _on_host(host: str, threads: int, fn: Callable[..., T], *args: Any,
+             ) -> tuple[T, list[str]]:
+    """Run one host's step inside a Ray worker; its log lines, tagged with the host name,
+    come back with the result (Ray's own log forwarding is asynchronous and may arrive after
+    the job has ended)."""
     from ..index import set_threads
 
-    handler = logging.StreamHandler()
+    handler = _Lines()
     handler.setFormatter(logging.Formatter(
         f"[%(asctime)s %(levelname)s {host}] %(message)s", datefmt="%m/%d/%Y %H:%M:%S"))
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(logging.INFO)
     set_threads(threads)
-    return fn(*args)
+    return fn(*args), handler.lines
 
 
 class RayRunner:
@@ -52,7 +66,10 @@ class RayRunner:
         results = []
         for host, ref in zip(hosts, refs):
             try:
-                results.append(ray.get(ref))
+                result, lines = ray.get(ref)
+                for line in lines:
+                    log.info("%s", line)
+                results.append(result)
             except ray.exceptions.RayTaskError as exc:
                 cause = exc.cause if isinstance(getattr(exc, "cause", None), Exception) else exc
                 if isinstance(cause, OpenKnnError):
