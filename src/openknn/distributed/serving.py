@@ -15,6 +15,7 @@ import numpy as np
 from .. import artifact
 from ..index import deserialize, serialize, set_threads
 from ..model import KnnModel
+from ..serving.server import pid_alive
 from ..settings import ServingSettings
 from ..sharding import Parts, ShardedIndex, nlist_of, shard_search, split
 from . import connect
@@ -22,16 +23,6 @@ from . import connect
 log = logging.getLogger(__name__)
 
 PING_TIMEOUT_S = 1.0
-
-
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
 
 
 class _Shard:
@@ -118,7 +109,7 @@ def serve_replicas(path: Path, settings: ServingSettings, replicas: int,
     stop = stop or threading.Event()
     try:
         while not stop.wait(0.5):  # a timed wait, so SIGTERM/Ctrl-C are handled promptly
-            if owner_pid is not None and not _alive(owner_pid):
+            if owner_pid is not None and not pid_alive(owner_pid):
                 log.warning("Owner process %d is gone; shutting the replicas down", owner_pid)
                 break
     except KeyboardInterrupt:

@@ -20,6 +20,7 @@ from pathlib import Path
 import httpx
 
 from ..errors import ClientError
+from ..serving.server import pid_alive
 from ..settings import HOME as REGISTRY_ENV
 
 READY_TIMEOUT_S = 120.0
@@ -55,16 +56,6 @@ def registry_dir() -> Path:
 
 def _entry(name: str) -> Path:
     return registry_dir() / f"{name}.json"
-
-
-def pid_alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
 
 
 def free_port() -> int:

@@ -29,20 +29,27 @@ def model_location(path: Path) -> Path:
     return path
 
 
+def pid_alive(pid: int) -> bool:
+    """Whether a process exists (signal 0 checks without touching it)."""
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
 def _watch_owner(owner_pid: int, server: uvicorn.Server, every: float = 1.0) -> None:
     """Stop the server when the process that deployed it is gone (a crashed notebook)."""
     stopped = threading.Event()
 
     def loop() -> None:
         while not stopped.wait(every):
-            try:
-                os.kill(owner_pid, 0)
-            except ProcessLookupError:
+            if not pid_alive(owner_pid):
                 log.warning("Owner process %d is gone; shutting the endpoint down", owner_pid)
                 server.should_exit = True
                 return
-            except PermissionError:
-                pass
 
     threading.Thread(target=loop, name="openknn-owner-watch", daemon=True).start()
 
