@@ -14,7 +14,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import os
-import subprocess
 import sys
 import tempfile
 import time
@@ -25,10 +24,8 @@ import numpy as np
 import orjson
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests" / "integration"))
 
 from bench_training import covtype_like  # noqa: E402
-from test_serving_http import free_port, stop, wait_ready  # noqa: E402
 
 from openknn import artifact, training  # noqa: E402
 from openknn import index as fi  # noqa: E402
@@ -36,6 +33,7 @@ from openknn.data import Channel  # noqa: E402
 from openknn.formats import recordio  # noqa: E402
 from openknn.model import KnnModel, ModelMeta  # noqa: E402
 from openknn.runner import LocalRunner  # noqa: E402
+from openknn.serving import process  # noqa: E402
 
 HP = {"feature_dim": "54", "k": "10", "sample_size": "200000", "predictor_type": "classifier"}
 
@@ -106,18 +104,17 @@ async def load(url: str, bodies: list[bytes], concurrency: int) -> tuple[float, 
 
 def bench_endpoint(model: Path, extra: list[str], bodies: list[bytes],
                    concurrency: int) -> tuple[float, float]:
-    port = free_port()
+    port = process.free_port()
     env = {k: v for k, v in os.environ.items() if k != "RAY_ADDRESS"}
-    proc = subprocess.Popen([sys.executable, "-m", "openknn", "serve", str(model), "--port",
-                             str(port), *extra], stdout=subprocess.DEVNULL,
-                            stderr=subprocess.PIPE, env=env)
+    log = model.parent / f"serve-{port}.log"
+    proc = process.start([str(model), *extra], port, log, env=env)
     url = f"http://127.0.0.1:{port}"
     try:
-        wait_ready(url, proc, timeout=180)
+        process.wait_ready(url, proc, log, timeout=180)
         asyncio.run(load(url, bodies[:50], concurrency))  # warm up
         qps, lat = asyncio.run(load(url, bodies, concurrency))
     finally:
-        stop(proc)
+        process.stop(proc)
     return qps, float(np.percentile(lat, 50))
 
 

@@ -33,7 +33,6 @@ import math
 import os
 import re
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
@@ -51,6 +50,7 @@ import orjson
 from openknn import artifact
 from openknn import index as fi
 from openknn.model import KnnModel, ModelMeta
+from openknn.serving import process
 from openknn.settings import ServingSettings, from_env
 
 K = 10
@@ -186,11 +186,6 @@ def raw_qps(index: Any, queries: np.ndarray, batch: int, **kwargs: Any) -> float
 # --- the server ---------------------------------------------------------------------------
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
 
 @dataclass
 class Server:
@@ -212,41 +207,18 @@ def running_server(model_path: Path, settings: ServingSettings, timeout: float =
                    launcher: Sequence[str] | None = None) -> Iterator[Server]:
     """``openknn serve`` on a free loopback port until the block ends; always stopped.
     ``launcher`` replaces ``python -m openknn`` (e.g. a script trying a change)."""
-    port = free_port()
-    prefix = list(launcher) if launcher else [sys.executable, "-m", "openknn"]
-    cmd = [*prefix, "serve", str(model_path), "--port", str(port),
-           "--threads", str(settings.threads or all_cpus()),
-           "--batch-window-ms", str(settings.batch_window_ms),
-           "--max-batch-rows", str(settings.max_batch_rows)]
+    port = process.free_port()
+    args = [str(model_path), "--threads", str(settings.threads or all_cpus()),
+            "--batch-window-ms", str(settings.batch_window_ms),
+            "--max-batch-rows", str(settings.max_batch_rows)]
     log = model_path.parent / f"server-{port}.log"
-    with open(log, "wb") as sink:
-        proc = subprocess.Popen(cmd, stdout=sink, stderr=subprocess.STDOUT)
+    proc = process.start(args, port, log, launcher=launcher)
     server = Server(f"http://127.0.0.1:{port}", proc, log)
     try:
-        _wait_ready(server, timeout)
+        process.wait_ready(server.url, proc, log, timeout)
         yield server
     finally:
-        proc.terminate()
-        try:
-            proc.wait(10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
-
-
-def _wait_ready(server: Server, timeout: float) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if server.proc.poll() is not None:
-            raise RuntimeError(f"the server exited ({server.proc.returncode}):\n"
-                               f"{server.log.read_text()[-2000:]}")
-        try:
-            if httpx.get(f"{server.url}/ping", timeout=1).status_code == 200:
-                return
-        except httpx.TransportError:
-            pass
-        time.sleep(0.1)
-    raise TimeoutError(f"{server.url}/ping did not answer 200 within {timeout:g} s")
+        process.stop(proc)
 
 
 def machine_busy_seconds() -> float | None:

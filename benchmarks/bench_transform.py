@@ -17,12 +17,11 @@ import httpx
 import numpy as np
 import orjson
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests" / "integration"))
-
 from openknn import artifact  # noqa: E402
 from openknn import index as fi  # noqa: E402
 from openknn.formats import json as json_format  # noqa: E402
 from openknn.model import KnnModel, ModelMeta  # noqa: E402
+from openknn.serving import process  # noqa: E402
 
 K = 10
 
@@ -63,14 +62,12 @@ def run_transform(model: Path, src: Path, out: Path) -> tuple[float, float]:
 
 
 def endpoint_predictions(model: Path, src: Path) -> np.ndarray:
-    from test_serving_http import free_port, stop, wait_ready
-
-    port = free_port()
-    proc = subprocess.Popen([sys.executable, "-m", "openknn", "serve", str(model), "--port",
-                             str(port)], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    port = process.free_port()
+    log = model.parent / "serve.log"
+    proc = process.start([str(model)], port, log)
     url = f"http://127.0.0.1:{port}"
     try:
-        wait_ready(url, proc, timeout=120)
+        process.wait_ready(url, proc, log, timeout=120)
         lines = src.read_bytes().splitlines(keepends=True)
         out = []
         with httpx.Client(base_url=url, timeout=300) as client:
@@ -83,7 +80,7 @@ def endpoint_predictions(model: Path, src: Path) -> np.ndarray:
                            ["predicted_label"])
         return np.concatenate(out)
     finally:
-        stop(proc)
+        process.stop(proc)
 
 
 def main() -> None:

@@ -6,9 +6,6 @@ from __future__ import annotations
 
 import contextlib
 import logging
-import socket
-import subprocess
-import sys
 import time
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
@@ -25,6 +22,7 @@ from .formats.json import parse_predictions_json
 from .index import faiss_search, knob_name
 from .model import KnnModel
 from .predict import vote
+from .serving import process
 from .tuning import recall_per_query
 
 if TYPE_CHECKING:
@@ -42,51 +40,20 @@ KNOB_PARAM = {"nprobe": "nprobe", "efSearch": "ef_search"}  # the Content-Type p
 # ---------------------------------------------------------------- the endpoint
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-def _wait_ready(url: str, proc: subprocess.Popen[bytes], log_path: Path,
-                timeout: float = 300.0) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            raise AlgorithmError(f"openknn serve exited with {proc.returncode}: "
-                                 f"{log_path.read_text(errors='replace')[-1500:]}")
-        with contextlib.suppress(httpx.TransportError):
-            if httpx.get(f"{url}/ping", timeout=1, trust_env=False).status_code == 200:
-                return
-        time.sleep(0.1)
-    raise AlgorithmError(f"{url}/ping did not answer 200 within {timeout:g} s (log {log_path})")
-
-
-def _stop(proc: subprocess.Popen[bytes]) -> None:
-    proc.terminate()
-    try:
-        proc.wait(10)
-    except subprocess.TimeoutExpired:
-        proc.kill()
-        proc.wait()
-
-
 @contextlib.contextmanager
 def endpoint(model_tar: Path, threads: int, log_path: Path) -> Iterator[httpx.Client]:
     """``openknn serve`` on a free loopback port, and a keep-alive client for it; the server
     is always stopped when the block ends."""
-    port = free_port()
-    cmd = [sys.executable, "-m", "openknn", "serve", str(model_tar), "--host", "127.0.0.1",
-           "--port", str(port), "--threads", str(threads)]
-    with open(log_path, "wb") as sink:
-        proc = subprocess.Popen(cmd, stdout=sink, stderr=subprocess.STDOUT)
+    port = process.free_port()
+    proc = process.start([str(model_tar), "--host", "127.0.0.1", "--threads", str(threads)],
+                         port, log_path)
     url = f"http://127.0.0.1:{port}"
     try:
-        _wait_ready(url, proc, log_path)
+        process.wait_ready(url, proc, log_path, timeout=300.0)
         with httpx.Client(base_url=url, timeout=600, trust_env=False) as client:  # no proxy
             yield client
     finally:
-        _stop(proc)
+        process.stop(proc)
 
 
 def content_type(model: KnnModel, value: int | None) -> str:

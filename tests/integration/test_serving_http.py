@@ -5,10 +5,9 @@ from __future__ import annotations
 
 import io
 import os
-import socket
 import subprocess
 import sys
-import time
+import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -23,6 +22,7 @@ from openknn.formats import csv as csv_format
 from openknn.formats import json as json_format
 from openknn.formats import recordio
 from openknn.model import KnnModel, ModelMeta
+from openknn.serving import process
 
 RNG = np.random.default_rng(7)
 K = 4
@@ -35,12 +35,6 @@ RESPONSE_TYPES = ["application/json", "application/jsonlines",
                   "application/x-recordio-protobuf", "text/csv"]
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
 def make_model(index_type: str = "faiss.Flat") -> KnnModel:
     config = fi.IndexConfig(index_type=index_type, nlist=8)
     index = fi.build(FEATURES, K, config)
@@ -49,38 +43,19 @@ def make_model(index_type: str = "faiss.Flat") -> KnnModel:
     return KnnModel(meta, index, LABELS)
 
 
-def wait_ready(url: str, proc: subprocess.Popen[bytes], timeout: float = 60) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            raise RuntimeError(f"server exited: {proc.stderr.read().decode()}")  # type: ignore[union-attr]
-        try:
-            if httpx.get(f"{url}/ping", timeout=1).status_code == 200:
-                return
-        except httpx.TransportError:
-            pass
-        time.sleep(0.1)
-    raise TimeoutError(url)
+free_port, stop = process.free_port, process.stop
 
 
 def start_server(args: list[str], env: dict[str, str] | None = None,
                  ) -> tuple[subprocess.Popen[bytes], str]:
-    port = free_port()
-    proc = subprocess.Popen([sys.executable, "-m", "openknn", "serve", *args, "--port",
-                             str(port), "--threads", "1"],
-                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
-                            env={**os.environ, **(env or {})})
+    """``openknn serve ARGS`` on a free port, one faiss thread, ready; stop it with ``stop``."""
+    port = process.free_port()
+    log = Path(tempfile.mkdtemp(prefix="openknn-serve-")) / "serve.log"
+    proc = process.start([*args, "--threads", "1"], port, log,
+                         env={**os.environ, **(env or {})})
     url = f"http://127.0.0.1:{port}"
-    wait_ready(url, proc)
+    process.wait_ready(url, proc, log, timeout=120)
     return proc, url
-
-
-def stop(proc: subprocess.Popen[bytes]) -> None:
-    proc.terminate()
-    try:
-        proc.wait(10)
-    except subprocess.TimeoutExpired:
-        proc.kill()
 
 
 @pytest.fixture(scope="module")

@@ -10,9 +10,6 @@ from __future__ import annotations
 import json
 import os
 import signal
-import socket
-import subprocess
-import sys
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -20,6 +17,7 @@ from pathlib import Path
 import httpx
 
 from ..errors import ClientError
+from ..serving import process
 from ..serving.server import pid_alive
 from ..settings import HOME as REGISTRY_ENV
 
@@ -56,12 +54,6 @@ def registry_dir() -> Path:
 
 def _entry(name: str) -> Path:
     return registry_dir() / f"{name}.json"
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def _healthy(info: EndpointInfo) -> bool:
@@ -104,23 +96,6 @@ def describe(name: str) -> EndpointInfo:
     return info
 
 
-def _wait_ready(url: str, proc: subprocess.Popen[bytes], log: Path) -> None:
-    deadline = time.monotonic() + READY_TIMEOUT_S
-    while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            tail = log.read_text(errors="replace").strip().splitlines()[-1:] or ["(no output)"]
-            raise ClientError(f"The endpoint process exited before it was ready: {tail[0]}")
-        try:
-            if httpx.get(f"{url}/ping", timeout=1).status_code == 200:
-                return
-        except httpx.HTTPError:
-            pass
-        time.sleep(0.1)
-    _terminate(proc.pid)
-    raise ClientError(f"The endpoint at {url} was not ready within {READY_TIMEOUT_S:.0f} s; "
-                      f"see {log}")
-
-
 def create(name: str, model_data: str, threads: int | None = None,
            replicas: int = 1) -> EndpointInfo:
     """Start ``openknn serve`` for ``model_data`` (``replicas`` > 1: Ray Serve replicas) and
@@ -129,19 +104,17 @@ def create(name: str, model_data: str, threads: int | None = None,
     if existing is not None and pid_alive(existing.pid):
         raise ClientError(f"Endpoint {name!r} already exists at {existing.url}; delete it "
                           "first or choose another endpoint_name")
-    port = free_port()
+    port = process.free_port()
     log = registry_dir() / f"{name}.log"
-    args = [sys.executable, "-m", "openknn", "serve", str(model_data), "--port", str(port),
-            "--owner-pid", str(os.getpid())]
+    args = [str(model_data), "--owner-pid", str(os.getpid())]
     if threads:
         args += ["--threads", str(threads)]
     if replicas > 1:
         args += ["--replicas", str(replicas)]
-    with open(log, "wb") as out:
-        proc = subprocess.Popen(args, stdout=out, stderr=subprocess.STDOUT,
-                                stdin=subprocess.DEVNULL, start_new_session=True)
+    # A session of its own: the endpoint outlives a Ctrl-C in the notebook, not its owner.
+    proc = process.start(args, port, log, new_session=True)
     url = f"http://127.0.0.1:{port}"
-    _wait_ready(url, proc, log)
+    process.wait_ready(url, proc, log, READY_TIMEOUT_S)
     info = EndpointInfo(name, url, proc.pid, os.getpid(), str(model_data), time.time())
     _entry(name).write_text(json.dumps(asdict(info)))
     return info
