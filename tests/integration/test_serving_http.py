@@ -176,7 +176,7 @@ def test_default_accept_and_label_size(server: str) -> None:
     ({"Content-Type": "text/csv"}, b"1,2,3,4,5,6\n1,2,nan,4,5,6", 400,
      r"row 2: features contain NaN"),
     ({"Content-Type": "application/json"}, b'{"instances": [{"features": [1,2]}]}', 400,
-     "54|6"),
+     r"has 2 features; the model expects 6"),
     ({"Content-Type": "text/csv"}, b"", 400, "no records"),
 ])
 def test_errors_have_one_shape(server: str, headers: dict[str, str], body: bytes,

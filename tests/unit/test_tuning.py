@@ -96,3 +96,11 @@ def test_knob_override_and_its_errors() -> None:
                              "application/json; verbose=true")[0])
     assert [p["labels"] for p in full["predictions"]] == [
         p["labels"] for p in exact["predictions"]]
+
+
+def test_without_self_drops_the_query_point_only() -> None:
+    from openknn.tuning import without_self
+
+    ids = np.array([[5, 3, 7], [2, 9, 4], [3, 1, 0]])
+    got = without_self(ids, np.array([3, 8, 3]), 2)
+    assert got.tolist() == [[5, 7], [2, 9], [1, 0]]

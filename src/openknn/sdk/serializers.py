@@ -15,6 +15,13 @@ from ..formats._protobuf_wire import record_class
 from ..formats.media import CSV, JSON, JSONLINES, RECORDIO
 
 
+def _require_rows(data: Any, who: str, accepted: str) -> np.ndarray:
+    rows = _rows(data)
+    if rows is None:
+        raise DataError(f"{who} cannot serialize {type(data).__name__}; pass {accepted}")
+    return rows
+
+
 def _rows(data: Any) -> np.ndarray | None:
     """A numeric array as 2-D rows (a 1-D vector is one row), or None for other data."""
     if isinstance(data, (str, bytes, dict)):
@@ -54,10 +61,8 @@ class CSVSerializer(BaseSerializer):
     CONTENT_TYPE = CSV
 
     def _encode(self, data: Any) -> bytes:
-        rows = _rows(data)
-        if rows is None:
-            raise DataError(f"CSVSerializer cannot serialize {type(data).__name__}; pass a "
-                            "numpy array, a list of rows, or CSV text")
+        rows = _require_rows(data, "CSVSerializer",
+                             "a numpy array, a list of rows, or CSV text")
         return "\n".join(",".join(repr(v) for v in row) for row in rows.tolist()).encode()
 
 
@@ -92,11 +97,8 @@ class RecordSerializer(BaseSerializer):
     CONTENT_TYPE = RECORDIO
 
     def _encode(self, data: Any) -> bytes:
-        rows = _rows(data)
-        if rows is None:
-            raise DataError(f"RecordSerializer cannot serialize {type(data).__name__}; pass "
-                            "a numpy array")
-        return recordio.dense_to_bytes(rows)
+        return recordio.dense_to_bytes(_require_rows(data, "RecordSerializer",
+                                                     "a numpy array"))
 
 
 class BaseDeserializer:
