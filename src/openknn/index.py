@@ -131,25 +131,38 @@ def _empty_index(dim: int, nlist: int, config: IndexConfig) -> Any:
     return faiss.IndexIVFPQ(flat, dim, nlist, m, PQ_BITS, metric)
 
 
-def build(vectors: np.ndarray, k: int, config: IndexConfig, seed: int = 0) -> Any:
-    """Train (IVF) and fill an index with ``vectors`` (already reduced, not yet prepared)."""
+def empty(vectors: np.ndarray, k: int, config: IndexConfig) -> tuple[Any, np.ndarray]:
+    """An untrained, empty index for ``vectors`` (already reduced), and the vectors prepared
+    as it holds them; refuses too few points."""
     n, d = vectors.shape
     nlist = resolve_nlist(config.nlist, n)
     _check_points(n, k, nlist, config)
     dim = index_dim(d, config)
     if dim != d:
         log.info("Padding data from %d to %d dimensions for faiss_index_pq_m", d, dim)
-    x = prepare(vectors, config.metric, dim)
-    index = _empty_index(dim, nlist, config)
+    return _empty_index(dim, nlist, config), prepare(vectors, config.metric, dim)
+
+
+def fill(index: Any, x: np.ndarray, seed: int = 0) -> None:
+    """Train the index if it needs it (IVF k-means, PQ codebooks), then add ``x``. ``index``
+    may be a CPU or a GPU index."""
+    n = x.shape[0]
     if not index.is_trained:
+        nlist = int(index.nlist)
         if n < 39 * nlist:
             log.warning("IVF training with %d points for %d lists (faiss advises >= 39 per "
                         "list); recall may suffer", n, nlist)
         index.cp.seed = seed  # faiss's k-means seed: the same data gives the same index
-        log.info("Training index (%s, nlist=%d) on %d points", config.index_type, nlist, n)
+        log.info("Training index (nlist=%d) on %d points", nlist, n)
         index.train(x)
     log.info("Adding %d points to the index", n)
     index.add(x)
+
+
+def build(vectors: np.ndarray, k: int, config: IndexConfig, seed: int = 0) -> Any:
+    """Train (IVF) and fill a CPU index with ``vectors`` (already reduced, not yet prepared)."""
+    index, x = empty(vectors, k, config)
+    fill(index, x, seed)
     return index
 
 
@@ -169,6 +182,11 @@ def knob_name(index: Any) -> str | None:
     if isinstance(index, faiss.IndexHNSW):
         return "efSearch"
     return None
+
+
+def nlist_of(index: Any) -> int | None:
+    """An IVF index's number of lists; None for other indexes."""
+    return int(index.nlist) if isinstance(index, faiss.IndexIVF) else None
 
 
 def _order_ties(dist: np.ndarray, ids: np.ndarray, metric: str) -> tuple[np.ndarray, np.ndarray]:

@@ -8,7 +8,7 @@ import numpy as np
 from .errors import DataError
 from .formats.codec import Predictions, ResponseType, decode, encode, negotiate, request_media
 from .formats.media import parse_media_type
-from .index import knob_name
+from .index import HNSW, IVF_TYPES
 from .model import KnnModel
 from .predict import predict
 
@@ -34,6 +34,9 @@ def parse_request(model: KnnModel, body: bytes, content_type: str | None,
 
 
 KNOB_PARAMS = ("nprobe", "ef_search", "efsearch")
+# By index type, not by the index object: a model may search through a stand-in (Ray
+# shards, a GPU copy) that is no faiss IVF or HNSW index itself.
+KNOBS = {**{t: "nprobe" for t in IVF_TYPES}, HNSW: "efSearch"}
 MAX_EF_SEARCH = 4096
 
 
@@ -47,7 +50,7 @@ def knob_override(model: KnnModel, content_type: str | None) -> int | None:
     if not raw.isdigit() or int(raw) < 1:
         raise DataError(f"Content-Type parameter {name}={raw!r} must be a positive integer")
     value = int(raw)
-    knob = knob_name(model.index)
+    knob = KNOBS.get(model.meta.index_type)
     if knob is None:
         raise DataError(f"Content-Type parameter {name}={value}: the model's "
                         f"{model.meta.index_type} index is exact and has no search-time knob; "

@@ -10,7 +10,7 @@ from typing import Any
 import faiss
 import numpy as np
 
-from .index import ASCENDING_METRICS, faiss_search
+from .index import ASCENDING_METRICS, faiss_search, nlist_of
 
 Parts = list[tuple[np.ndarray, np.ndarray]]
 # Searches every shard with (queries, k, nprobe) and returns each one's (distances, global ids).
@@ -88,10 +88,6 @@ def local_shards(index: Any, shards: int, metric: str) -> ShardedIndex:
         return [shard_search(sub, offset, queries, k, nprobe) for sub, offset in subs]
 
     return ShardedIndex(fanout, int(index.ntotal), metric, nlist_of(index))
-
-
-def nlist_of(index: Any) -> int | None:
-    return int(index.nlist) if isinstance(index, faiss.IndexIVF) else None
 
 
 def shard_sizes(shards: Sequence[tuple[Any, int]]) -> list[int]:

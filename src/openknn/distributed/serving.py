@@ -13,11 +13,11 @@ from typing import Any
 import numpy as np
 
 from .. import artifact
-from ..index import deserialize, serialize, set_threads
+from ..index import deserialize, nlist_of, serialize, set_threads
 from ..model import KnnModel
 from ..serving.server import pid_alive
 from ..settings import ServingSettings
-from ..sharding import Parts, ShardedIndex, nlist_of, shard_search, split
+from ..sharding import Parts, ShardedIndex, shard_search, split
 from . import connect
 
 log = logging.getLogger(__name__)
