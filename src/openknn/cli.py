@@ -209,6 +209,9 @@ def hyperparameters_cmd(markdown: bool) -> None:
               help="Longest wait to gather concurrent rows into one search (default 2).")
 @click.option("--max-batch-rows", type=int, default=None, help="Rows per search at most.")
 @click.option("--threads", type=int, default=None, help="faiss threads (default: all CPUs).")
+@click.option("--gpus", default=None, metavar="auto|N",
+              help="Search on a GPU (faiss GPU build): auto uses one where faiss sees one, "
+                   "0 never (default: OPENKNN_NUM_GPUS, else auto).")
 @click.option("--owner-pid", type=int, default=None, hidden=True,
               help="Exit when this process ends (set by the SDK's deploy).")
 @click.option("--shards", type=int, default=1, show_default=True,
@@ -220,8 +223,8 @@ def hyperparameters_cmd(markdown: bool) -> None:
 @reports_errors
 def serve(model: str | None, host: str | None, port: int | None,
           max_payload_mb: float | None, batch_window_ms: float | None,
-          max_batch_rows: int | None, threads: int | None, owner_pid: int | None,
-          shards: int, replicas: int, ray_address: str | None) -> None:
+          max_batch_rows: int | None, threads: int | None, gpus: str | None,
+          owner_pid: int | None, shards: int, replicas: int, ray_address: str | None) -> None:
     """Serve a model over HTTP (SageMaker's endpoint). Without MODEL: /opt/ml/model."""
     from . import settings as serving_settings
     from .errors import ClientError
@@ -231,10 +234,15 @@ def serve(model: str | None, host: str | None, port: int | None,
     settings = serving_settings.from_env().with_(
         host=host or ("0.0.0.0" if container else "127.0.0.1"), port=port,
         max_payload_mb=max_payload_mb, batch_window_ms=batch_window_ms,
-        max_batch_rows=max_batch_rows, threads=threads)
+        max_batch_rows=max_batch_rows, threads=threads,
+        gpus=None if gpus is None else serving_settings.parse_gpus(gpus, "--gpus"))
     path = Path(model) if model else server.CONTAINER_MODEL_DIR
     if shards < 1 or replicas < 1:
         raise ClientError(f"--shards {shards} / --replicas {replicas}: give 1 or more")
+    if (shards > 1 or replicas > 1) and settings.gpus not in ("auto", 0):
+        raise ClientError(f"--gpus {settings.gpus} cannot be combined with --shards or "
+                          "--replicas yet (Ray shards and replicas search on the CPU); "
+                          "drop one")
     if replicas > 1:
         if shards > 1:
             raise ClientError("--replicas and --shards cannot be combined yet; choose one")
@@ -304,19 +312,25 @@ def invoke(model: str, content_type: str, accept: str, input_path: str | None) -
               show_default=True)
 @click.option("--max-payload-mb", type=float, default=6.0, show_default=True)
 @click.option("--threads", type=int, default=None, help="faiss threads (default: all CPUs).")
+@click.option("--gpus", default="auto", show_default=True, metavar="auto|N",
+              help="Search on a GPU (faiss GPU build): auto uses one where faiss sees one.")
 @reports_errors
 def transform(model: str, input_location: str, output_dir: str, content_type: str,
               accept: str, split_type: str, batch_strategy: str, assemble_with: str,
-              max_payload_mb: float, threads: int | None) -> None:
+              max_payload_mb: float, threads: int | None, gpus: str) -> None:
     """Batch transform: answer every input file into <name>.out (SageMaker's transform job)."""
-    from . import artifact
+    from . import artifact, gpu
     from . import transform as transform_job
     from .index import set_threads
+    from .settings import parse_gpus
 
     set_threads(threads)
+    request = parse_gpus(gpus, "--gpus")
     spec = transform_job.TransformSpec(content_type, accept, split_type, batch_strategy,
                                        assemble_with, max_payload_mb)
-    for path in transform_job.run(artifact.load(model), input_location, Path(output_dir), spec):
+    loaded = artifact.load(model)
+    loaded.searcher = gpu.attach(loaded.index, loaded.meta.index_type, request)
+    for path in transform_job.run(loaded, input_location, Path(output_dir), spec):
         click.echo(str(path))
 
 

@@ -84,13 +84,16 @@ TABLE: tuple[Spec, ...] = (
     Spec("_target_recall", "float", "Tune the search-time knob (nprobe for IVF, efSearch for "
          "HNSW) to the smallest value whose recall@k on a held-out slice of the sample "
          "reaches this; unset: no tuning.", low=0, high=1),
+    Spec("_num_gpus", "int_or_auto", "GPUs for building the index and scoring the test "
+         "channel (faiss's GPU build; Flat / IVFFlat / IVFPQ): 'auto' uses one where faiss "
+         "sees one, 0 none; k-NN uses a single GPU.", default="auto", low=0, low_closed=True),
     Spec("_seed", "int", "Seed of the reservoir sampler and the projection; a fixed seed "
          "gives bit-identical models.", default=0, low=0, low_closed=True),
 )
 SPECS: dict[str, Spec] = {s.name: s for s in TABLE}
 
 # Keys SageMaker's own container sets or tuning jobs send; accepted and ignored (decision 9).
-IGNORED_UNDERSCORE = ("_kvstore", "_log_level", "_num_gpus", "_num_kv_servers",
+IGNORED_UNDERSCORE = ("_kvstore", "_log_level", "_num_kv_servers",
                       "_tuning_objective_metric", "_enable_profiler")
 
 
@@ -279,6 +282,9 @@ def markdown() -> str:
         "- `k` must not exceed the number of points sampled, and IVF indexes need at least "
         "`nlist` points (IVFPQ also at least 256); otherwise training fails with a "
         "`ClientError` naming the minimum.",
+        "- `_num_gpus` set to a count fails at once with `faiss.HNSW` (faiss has no GPU "
+        "HNSW), with faiss's CPU build, or where faiss sees no GPU; `auto` uses the CPU in "
+        "each of these cases (see docs/gpu.md).",
         "",
     ]
     return "\n".join(lines)

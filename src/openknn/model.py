@@ -71,6 +71,9 @@ class KnnModel:
     index: Any
     labels: np.ndarray  # float32, one per index id
     projection: Projection | None = None
+    # What searches for ``index``, where not the index itself: its GPU copy (openknn.gpu).
+    # ``index`` stays the CPU index that is written and checked.
+    searcher: Any = None
 
     def prepare_queries(self, features: np.ndarray) -> np.ndarray:
         """Check the width, apply the stored projection, normalise and pad like training."""
@@ -88,7 +91,8 @@ class KnnModel:
         """Distances (decision 1) and labels of the ``k`` nearest sampled points, nearest first."""
         queries = self.prepare_queries(features)
         dist, ids = faiss_index.search(
-            self.index, queries, k or self.meta.k, self.meta.index_metric,
+            self.index if self.searcher is None else self.searcher, queries,
+            k or self.meta.k, self.meta.index_metric,
             self.meta.nprobe if nprobe is None else nprobe,
         )
         return dist, self.labels[ids]

@@ -17,6 +17,7 @@ MAX_CONCURRENT_TRANSFORMS = "SAGEMAKER_MAX_CONCURRENT_TRANSFORMS"
 BATCH_WINDOW_MS = "OPENKNN_BATCH_WINDOW_MS"
 MAX_BATCH_ROWS = "OPENKNN_MAX_BATCH_ROWS"
 THREADS = "OPENKNN_THREADS"
+NUM_GPUS = "OPENKNN_NUM_GPUS"  # 'auto' or a count, like the _num_gpus hyperparameter
 HOME = "OPENKNN_HOME"  # the SDK's endpoint registry lives under it
 CACHE = "OPENKNN_CACHE"  # downloaded data sets
 COVTYPE_URLS = "OPENKNN_COVTYPE_URLS"  # comma-separated; replaces the covtype download URLs
@@ -36,6 +37,7 @@ class ServingSettings:
     threads: int | None = None
     batch_strategy: str = "MULTI_RECORD"
     max_concurrent_transforms: int = 1
+    gpus: int | str = "auto"  # search on a GPU copy of the index (openknn.gpu)
 
     def with_(self, **changes: Any) -> ServingSettings:
         """A copy with the non-None ``changes`` applied (CLI options over the environment)."""
@@ -56,6 +58,17 @@ def _number(env: Mapping[str, str], name: str, cast: type, default: Any) -> Any:
     return value
 
 
+def parse_gpus(raw: str, name: str) -> int | str:
+    """``auto`` or a non-negative GPU count, from an option or environment variable."""
+    text = raw.strip().lower()
+    if text == "auto":
+        return "auto"
+    if not text.isdigit():
+        raise ClientError(f"{name}={raw!r} is not 'auto' or a GPU count; give auto, 0 (CPU "
+                          "only) or 1")
+    return int(text)
+
+
 def from_env(env: Mapping[str, str] | None = None) -> ServingSettings:
     """Settings from environment variables (SageMaker's names where SageMaker has one)."""
     env = os.environ if env is None else env
@@ -69,4 +82,5 @@ def from_env(env: Mapping[str, str] | None = None) -> ServingSettings:
         batch_strategy=env.get(BATCH_STRATEGY, d.batch_strategy),
         max_concurrent_transforms=_number(env, MAX_CONCURRENT_TRANSFORMS, int,
                                           d.max_concurrent_transforms),
+        gpus=parse_gpus(env[NUM_GPUS], NUM_GPUS) if env.get(NUM_GPUS) else d.gpus,
     )

@@ -13,7 +13,7 @@ from typing import Any
 
 import numpy as np
 
-from . import artifact, hyperparameters, tuning
+from . import artifact, gpu, hyperparameters, tuning
 from . import index as faiss_index
 from .data import Channel, iter_blocks, require_files
 from .errors import ChannelError
@@ -62,6 +62,8 @@ def resolve(spec: TrainingJobSpec) -> dict[str, Any]:
     unknown = sorted(set(spec.channels) - {TRAIN, TEST})
     if unknown:
         raise ChannelError(f"Unknown channel(s) {unknown}; k-NN reads only 'train' and 'test'")
+    # An impossible _num_gpus fails here, before any data is read.
+    gpu.resolve(hp["_num_gpus"], hp["index_type"], gpu.visible(), gpu.gpu_build())
     return hp
 
 
@@ -115,7 +117,9 @@ def build_model(features: np.ndarray, labels: np.ndarray, hp: Mapping[str, Any])
     vectors = projection.apply(features) if projection is not None else features
     config = index_config(hp)
     log.info("Building %s (%s) over data %s", config.index_type, config.metric, vectors.shape)
-    index = faiss_index.build(vectors, hp["k"], config, seed=hp["_seed"])
+    gpus = gpu.resolve(hp["_num_gpus"], config.index_type, gpu.visible(), gpu.gpu_build())
+    index, searcher = gpu.build(vectors, hp["k"], config, hp["_seed"], gpus,
+                                strict=hp["_num_gpus"] != gpu.AUTO)
     d = vectors.shape[1]
     tuned = None
     if hp["_target_recall"] is not None:
@@ -135,7 +139,8 @@ def build_model(features: np.ndarray, labels: np.ndarray, hp: Mapping[str, Any])
         faiss_index_pq_m=int(index.pq.M) if hasattr(index, "pq") else None,
         tuning=tuned.to_json() if tuned is not None else None,
     )
-    return KnnModel(meta=meta, index=index, labels=labels, projection=projection)
+    return KnnModel(meta=meta, index=index, labels=labels, projection=projection,
+                    searcher=searcher)
 
 
 def score_shard(model: KnnModel, channel: Channel, files: Sequence[DataFile] | None,
@@ -154,6 +159,7 @@ def metrics_json(hp: Mapping[str, Any], records: int, model: KnnModel, score: Sc
                  timings: Mapping[str, float]) -> dict[str, Any]:
     out: dict[str, Any] = {
         "records_read": records, "points_indexed": model.meta.num_points,
+        "device": gpu.describe(model.searcher),
         "hyperparameters": hyperparameters.to_strings(hp),
         "timings_seconds": dict(timings),
     }

@@ -13,6 +13,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from openknn import gpu
 from openknn.formats import recordio
 
 from ..conftest import write_csv
@@ -124,12 +125,27 @@ def test_container_failure_file(tmp_path: Path) -> None:
      r"'faiss_index_pq_m' should only be set when 'index_type' = 'faiss.IVFPQ'"),
     ([*HP, "--hp", "index_type=faiss.IVFFlat", "--hp", "faiss_index_ivf_nlists=500"],
      r"needs at least 500 points to train, but only 60 were sampled"),
+    ([*HP, "--hp", "_num_gpus=-1"],
+     r"Hyperparameter _num_gpus: -1 is not in 'auto' or an integer in \[0, inf\)"),
+    ([*HP, "--hp", "index_type=faiss.HNSW", "--hp", "_num_gpus=1"],
+     r"_num_gpus=1: faiss has no GPU implementation of faiss.HNSW; set _num_gpus=0 or 'auto'"),
 ])
 def test_bad_hyperparameters(tmp_path: Path, hp: list[str], pattern: str) -> None:
     write_csv(tmp_path / "train" / "a.csv", X, Y)
     out = tmp_path / "out"
     assert_clean_failure(openknn("train", "--train", str(tmp_path / "train"), *hp,
                                  "--output-dir", str(out)), out, pattern)
+
+
+@pytest.mark.skipif(gpu.visible() > 0, reason="a GPU is visible to faiss here")
+def test_num_gpus_without_a_gpu(tmp_path: Path) -> None:
+    """Asked for a GPU where there is none: one line saying why, before any data is read."""
+    out = tmp_path / "out"
+    result = openknn("train", "--train", str(tmp_path / "no-such-channel"), *HP,
+                     "--hp", "_num_gpus=1", "--output-dir", str(out))
+    assert_clean_failure(result, out, r"_num_gpus=1: (the installed faiss is the CPU build; "
+                         r"install faiss's GPU build: pip uninstall -y faiss-cpu|faiss sees "
+                         r"no GPU)")
 
 
 def bad_csv_columns(d: Path) -> None:

@@ -4,6 +4,7 @@ bad use failing early and clearly."""
 
 from __future__ import annotations
 
+import json
 import os
 import socket
 import subprocess
@@ -123,9 +124,15 @@ def test_generic_estimator_with_csv_channels(tmp_path: Path) -> None:
     est.fit({"train": str(tmp_path / "train"), "test": str(tmp_path / "test")}, logs=False)
     log = (Path(est.model_data).parent / "training.log").read_text()
     assert "#test_score (algo-1) : ('accuracy'," in log
+    # "local" is a CPU instance type (local_gpu and ml.p* / ml.g* are GPU ones)
+    written = json.loads((Path(est.model_data).parents[1] / "hyperparameters.json").read_text())
+    assert written["_num_gpus"] == "0" and est.metrics["device"] == "CPU"
     predictor = est.deploy(1, "local", serializer=CSVSerializer(),
                            deserializer=JSONDeserializer())
     try:
+        pid = registry.describe(predictor.endpoint_name).pid
+        cmdline = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
+        assert cmdline[cmdline.index(b"--gpus") + 1] == b"0"
         got = predicted(predictor.predict(X[TEST][:20]))
         np.testing.assert_array_equal(got, artifact.load(est.model_data).predict(X[TEST][:20]))
         r = subprocess.run([sys.executable, "-m", "openknn", "endpoints", "list"],

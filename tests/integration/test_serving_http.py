@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import io
 import os
+import re
 import subprocess
 import sys
 import tempfile
@@ -16,7 +17,7 @@ import numpy as np
 import orjson
 import pytest
 
-from openknn import artifact
+from openknn import artifact, gpu
 from openknn import index as fi
 from openknn.formats import csv as csv_format
 from openknn.formats import json as json_format
@@ -237,3 +238,43 @@ def test_bad_model_path_fails_clearly(tmp_path: Path) -> None:
                         "--port", str(port)], capture_output=True, text=True, timeout=60)
     assert r.returncode == 1 and "Traceback" not in r.stderr
     assert r.stderr.strip().splitlines()[-1].startswith("ClientError: Model path")
+
+
+def serve_fails(*args: str, env: dict[str, str] | None = None) -> str:
+    """``openknn serve ARGS`` that must exit 1 with one ClientError line: that line."""
+    r = subprocess.run([sys.executable, "-m", "openknn", "serve", *args,
+                        "--port", str(free_port())], capture_output=True, text=True,
+                       timeout=120, env={**os.environ, **(env or {})})
+    assert r.returncode == 1 and "Traceback" not in r.stderr, r.stderr
+    last = r.stderr.strip().splitlines()[-1]
+    assert last.startswith("ClientError: "), r.stderr
+    return last
+
+
+def test_gpu_options_fail_clearly(model_tar: Path) -> None:
+    assert "--gpus='two' is not 'auto' or a GPU count" in serve_fails(str(model_tar),
+                                                                      "--gpus", "two")
+    assert "OPENKNN_NUM_GPUS='-1' is not 'auto' or a GPU count" in serve_fails(
+        str(model_tar), env={"OPENKNN_NUM_GPUS": "-1"})
+    assert ("--gpus 1 cannot be combined with --shards or --replicas yet"
+            in serve_fails(str(model_tar), "--gpus", "1", "--shards", "2"))
+
+
+@pytest.mark.skipif(gpu.visible() > 0, reason="a GPU is visible to faiss here")
+def test_gpus_without_a_gpu_stops_the_server(model_tar: Path) -> None:
+    """The model loads, the GPU copy cannot be had: the server exits saying why."""
+    last = serve_fails(str(model_tar), "--gpus", "1")
+    assert re.search(r"--gpus=1: (the installed faiss is the CPU build|faiss sees no GPU)",
+                     last), last
+
+
+def test_gpus_auto_serves_on_the_cpu_here(model_tar: Path) -> None:
+    """auto (the default) and 0 serve wherever there is no GPU, as before."""
+    for value in ("auto", "0"):
+        proc, url = start_server([str(model_tar), "--gpus", value])
+        try:
+            r = httpx.post(f"{url}/invocations", content=b"0,0,0,0,0,0",
+                           headers={"Content-Type": "text/csv"})
+            assert r.status_code == 200
+        finally:
+            stop(proc)

@@ -97,7 +97,7 @@ def describe(name: str) -> EndpointInfo:
 
 
 def create(name: str, model_data: str, threads: int | None = None,
-           replicas: int = 1) -> EndpointInfo:
+           replicas: int = 1, gpus: int | str | None = None) -> EndpointInfo:
     """Start ``openknn serve`` for ``model_data`` (``replicas`` > 1: Ray Serve replicas) and
     wait until ``/ping`` answers 200."""
     existing = _read(_entry(name))
@@ -111,6 +111,8 @@ def create(name: str, model_data: str, threads: int | None = None,
         args += ["--threads", str(threads)]
     if replicas > 1:
         args += ["--replicas", str(replicas)]
+    if gpus is not None:
+        args += ["--gpus", str(gpus)]
     # A session of its own: the endpoint outlives a Ctrl-C in the notebook, not its owner.
     proc = process.start(args, port, log, new_session=True)
     url = f"http://127.0.0.1:{port}"

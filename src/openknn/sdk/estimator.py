@@ -16,7 +16,7 @@ from typing import Any
 
 import numpy as np
 
-from .. import hyperparameters
+from .. import gpu, hyperparameters
 from ..errors import ClientError, DataError, MissingExtraError
 from ..formats import recordio
 from . import endpoints
@@ -195,7 +195,10 @@ class Estimator:
         name = self._job_name(job_name)
         out = _local(self.output_path) / name / "output"
         out.mkdir(parents=True, exist_ok=True)
-        _write_hyperparameters(out.parent / "hyperparameters.json", self._hyperparameters)
+        # _num_gpus follows the instance type (ml.p* / ml.g* / local_gpu: a GPU) unless set.
+        _write_hyperparameters(out.parent / "hyperparameters.json",
+                               {"_num_gpus": gpu.for_instance_type(self.instance_type),
+                                **self._hyperparameters})
         args = [sys.executable, "-m", "openknn", "train", "--hyperparameters",
                 str(out.parent / "hyperparameters.json"), "--output-dir", str(out)]
         if self.instance_count > 1:
@@ -267,8 +270,10 @@ class Model:
         if not Path(_local(self.model_data)).exists():
             raise ClientError(f"model_data {self.model_data!r} does not exist")
         name = endpoint_name or f"knn-{timestamp()}"
-        endpoints.create(name, str(_local(self.model_data)),
-                         replicas=max(1, initial_instance_count))
+        replicas = max(1, initial_instance_count)
+        # Ray Serve replicas search on the CPU; one endpoint follows its instance type.
+        endpoints.create(name, str(_local(self.model_data)), replicas=replicas,
+                         gpus=gpu.for_instance_type(instance_type) if replicas == 1 else None)
         predictor = self.predictor_cls(name)
         if serializer is not None:
             predictor.serializer = serializer

@@ -10,7 +10,7 @@ from typing import Any
 
 import uvicorn
 
-from .. import artifact
+from .. import artifact, gpu
 from ..model import KnnModel
 from ..settings import ServingSettings
 from .app import create_app
@@ -63,7 +63,9 @@ def serve(path: Path, settings: ServingSettings, owner_pid: int | None = None,
 
     def load() -> KnnModel:
         if shards <= 1:
-            return artifact.load(location)
+            model = artifact.load(location)
+            model.searcher = gpu.attach(model.index, model.meta.index_type, settings.gpus)
+            return model
         from ..distributed.serving import sharded_model
 
         model, ray_shards = sharded_model(location, shards, ray_address)
