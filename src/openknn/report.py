@@ -230,7 +230,8 @@ class Trained:
 
 def base_hp(spec: ModelSpec, feature_dim: int, k: int) -> dict[str, str]:
     return {"feature_dim": str(feature_dim), "k": str(k), "predictor_type": "classifier",
-            "sample_size": str(spec.sample_size), "index_type": spec.index_type, **spec.extra}
+            "sample_size": str(spec.sample_size), "index_type": spec.index_type,
+            "_num_gpus": "0", **spec.extra}  # CPU figures; the GPU rows are measured apart
 
 
 def train_job(spec: ModelSpec, channels: Mapping[str, Path], workdir: Path,

@@ -16,6 +16,7 @@ import faiss
 import httpx
 import numpy as np
 
+from . import gpu as gpus
 from .errors import AlgorithmError, MissingExtraError
 from .formats.csv import encode_csv
 from .formats.json import parse_predictions_json
@@ -41,12 +42,13 @@ KNOB_PARAM = {"nprobe": "nprobe", "efSearch": "ef_search"}  # the Content-Type p
 
 
 @contextlib.contextmanager
-def endpoint(model_tar: Path, threads: int, log_path: Path) -> Iterator[httpx.Client]:
-    """``openknn serve`` on a free loopback port, and a keep-alive client for it; the server
-    is always stopped when the block ends."""
+def endpoint(model_tar: Path, threads: int, log_path: Path,
+             gpu: int = 0) -> Iterator[httpx.Client]:
+    """``openknn serve`` on a free loopback port (on the CPU, or on the GPU with ``gpu=1``),
+    and a keep-alive client for it; the server is always stopped when the block ends."""
     port = process.free_port()
-    proc = process.start([str(model_tar), "--host", "127.0.0.1", "--threads", str(threads)],
-                         port, log_path)
+    proc = process.start([str(model_tar), "--host", "127.0.0.1", "--threads", str(threads),
+                          "--gpus", str(gpu)], port, log_path)
     url = f"http://127.0.0.1:{port}"
     try:
         process.wait_ready(url, proc, log_path, timeout=300.0)
@@ -177,33 +179,37 @@ def sklearn_ms(clf: Any, batches: Sequence[np.ndarray]) -> np.ndarray:
 # ---------------------------------------------------------------- GPU
 
 
-_GPU_RESOURCES: list[Any] = []
-
-
 def gpu_count() -> int:
     """GPUs faiss can use: 0 without the GPU build or a device."""
-    get = getattr(faiss, "get_num_gpus", None)
-    try:
-        return int(get()) if get is not None else 0
-    except Exception:  # a GPU build without a driver raises here
-        return 0
+    return gpus.visible()
 
 
 def gpu_index(model: KnnModel) -> Any:
     """The model's index copied to GPU 0, its knob set; a string says why there is none."""
     if gpu_count() == 0:
         return NO_GPU
-    if knob_name(model.index) == "efSearch":
-        return "faiss has no GPU HNSW index"
+    if model.meta.index_type not in gpus.GPU_INDEX_TYPES:
+        return f"faiss has no GPU {model.meta.index_type} index"
     try:
-        resources = faiss.StandardGpuResources()
-        _GPU_RESOURCES.append(resources)  # alive as long as the process: the index uses them
-        index = faiss.index_cpu_to_gpu(resources, 0, model.index)
+        index = gpus.clone_to_gpu(model.index)
         if knob_name(model.index) == "nprobe":
             faiss.GpuParameterSpace().set_index_parameter(index, "nprobe", model.meta.nprobe)
         return index
     except Exception as exc:  # report it in the table, keep measuring the rest
         return f"GPU copy failed: {' '.join(str(exc).split())[:80]}"
+
+
+def gpu_endpoint(t: Trained, batches: Sequence[np.ndarray], singles: Sequence[np.ndarray],
+                 cfg: BenchConfig, workdir: Path) -> Latency | str:
+    """The endpoint serving on GPU 0 (``--gpus 1``); a string says why there is none."""
+    if gpu_count() == 0:
+        return NO_GPU
+    if t.spec.index_type not in gpus.GPU_INDEX_TYPES:
+        return f"faiss has no GPU {t.spec.index_type} index"
+    log_path = workdir / f"serve-covtype-{t.spec.name}-gpu.log"
+    with endpoint(t.tar, cfg.threads, log_path, gpu=1) as client:
+        return Latency.of(endpoint_ms(client, batches), endpoint_ms(client, singles),
+                          cfg.batch_rows)
 
 
 # ---------------------------------------------------------------- measurements
@@ -262,6 +268,7 @@ class CovtypeResult:
     raw: Latency
     gpu: Latency | str
     recall: float | None  # recall@10 of raw faiss against the baseline's exact ids
+    gpu_endpoint: Latency | str = NO_GPU
 
 
 def covtype_baseline(flat: Trained, data: Covtype, cfg: BenchConfig) -> Baseline:
@@ -302,7 +309,8 @@ def measure_covtype(t: Trained, data: Covtype, base: Baseline, cfg: BenchConfig,
         recall = recall_at(found, base.ids)
     return CovtypeResult(t, accuracy_by_k(labels, data.test_y, cfg.max_k),
                          bool(np.array_equal(labels, in_process)), endpoint_lat, raw,
-                         gpu_latency(t.model, batches, singles, k), recall)
+                         gpu_latency(t.model, batches, singles, k), recall,
+                         gpu_endpoint(t, batches, singles, cfg, workdir))
 
 
 def gpu_latency(model: KnnModel, batches: Sequence[np.ndarray], singles: Sequence[np.ndarray],

@@ -160,6 +160,7 @@ def covtype_latency_table(rep: CovtypeReport) -> list[str]:
         name = r.trained.spec.name
         rows += [[name, "endpoint (HTTP, loopback)", *_latency_cells(r.endpoint)],
                  [name, "raw faiss, CPU, in process", *_latency_cells(r.raw)],
+                 [name, "endpoint on GPU (HTTP, loopback)", *_latency_cells(r.gpu_endpoint)],
                  [name, "raw faiss, GPU", *_latency_cells(r.gpu)]]
     rows += [[b.name, "scikit-learn predict", *_latency_cells(b.latency)]
              for b in rep.baselines]
@@ -302,9 +303,10 @@ def plot_latency(rep: CovtypeReport | str, path: Path) -> None:
                   "raw faiss CPU": [_lat(r.raw, attr) for r in rep.results] + none,
                   "scikit-learn": [None] * len(rep.results)
                   + [_lat(b.latency, attr) for b in rep.baselines]}
-        gpu = [_lat(r.gpu, attr) for r in rep.results]
-        if any(v is not None for v in gpu):
-            series["raw faiss GPU"] = gpu + none
+        for label, gpu in (("endpoint GPU", [_lat(r.gpu_endpoint, attr) for r in rep.results]),
+                           ("raw faiss GPU", [_lat(r.gpu, attr) for r in rep.results])):
+            if any(v is not None for v in gpu):
+                series[label] = gpu + none
         _bars(ax, names, series, "ms (log scale)")
         ax.set_title(title.format(rows=rep.results[0].endpoint.batch_rows))
     _save(fig, path)
@@ -396,7 +398,11 @@ def method_notes(res: BenchResult) -> list[str]:
             f"{cfg.sklearn_batches} batches and {cfg.sklearn_single} single rows timed",
             "- training s: the training job's sampling and index building (covtype), or "
             "the index step with recall tuning (Fashion-MNIST); test scoring excluded",
-            f"- GPU: {NO_GPU if not gpu_count() else 'raw faiss on GPU 0'}", ""]
+            "- models are trained and the endpoint rows served on the CPU (`_num_gpus=0`, "
+            "`--gpus 0`); GPU rows: "
+            + (NO_GPU if not gpu_count()
+             else "the same models served with `--gpus 1`, and raw faiss on GPU 0"),
+            ""]
 
 
 def report_markdown(res: BenchResult) -> str:
