@@ -217,3 +217,20 @@ def test_training_job_on_a_device_scores_there_and_writes_the_cpu_model(
     assert results["1"].metrics["test"] == results["0"].metrics["test"]
     tars = [(tmp_path / f"out{n}" / "model.tar.gz").read_bytes() for n in ("0", "1")]
     assert tars[0] == tars[1]  # the artifact is the CPU index either way
+
+
+@pytest.mark.skipif(not gpu.gpu_build(), reason="faiss's cloner options are in its GPU build")
+def test_cloner_options_for_the_gpu_kernels() -> None:
+    """Precomputed tables where a sub-quantiser's width is not one the kernels scan (the
+    tutorial's m=8 over 56 dimensions: 7), float16 lookup tables above 48 sub-quantisers."""
+    def ivfpq(dim: int, m: int) -> Any:
+        return faiss_index.empty(np.zeros((1000, dim), np.float32), 1,
+                                 faiss_index.IndexConfig("faiss.IVFPQ", nlist=4, pq_m=m))[0]
+
+    tutorial, wide, plain = (gpu.cloner_options(ivfpq(54, 8)), gpu.cloner_options(ivfpq(112, 56)),
+                             gpu.cloner_options(ivfpq(64, 16)))
+    assert tutorial.usePrecomputed and not tutorial.useFloat16
+    assert wide.useFloat16 and not wide.usePrecomputed  # 2 dims per sub-quantiser
+    assert not plain.usePrecomputed and not plain.useFloat16
+    flat = gpu.cloner_options(faiss_index.build(BASE, 1, faiss_index.IndexConfig()))
+    assert not flat.usePrecomputed and not flat.useFloat16

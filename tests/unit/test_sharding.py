@@ -8,6 +8,9 @@ import pytest
 
 from openknn import index as fi
 from openknn import sharding
+from openknn.errors import DataError
+from openknn.inference import knob_override
+from openknn.model import KnnModel, ModelMeta
 
 RNG = np.random.default_rng(4)
 BASE = RNG.standard_normal((1000, 8)).astype(np.float32)
@@ -52,3 +55,20 @@ def test_merge_puts_missing_candidates_last() -> None:
              (np.array([[0.5, 2.0]]), np.array([[7, 8]]))]
     d, i = sharding.merge(parts, 3, ascending=True)
     assert i.tolist() == [[7, 4, 8]] and d.tolist() == [[0.5, 1.0, 2.0]]
+
+
+def test_a_sharded_model_takes_the_per_request_nprobe() -> None:
+    """The override is checked against the model's index type and nlist, not the index
+    object, which is a ShardedIndex here."""
+    config = fi.IndexConfig("faiss.IVFFlat", nlist=16)
+    whole = fi.build(BASE, 5, config)
+    meta = ModelMeta(k=5, predictor_type="classifier", feature_dim=BASE.shape[1],
+                     index_dim=BASE.shape[1], index_type="faiss.IVFFlat",
+                     faiss_index_ivf_nlists=16)
+    model = KnnModel(meta, sharding.local_shards(whole, 3, "L2"),
+                     np.zeros(len(BASE), np.float32))
+    assert knob_override(model, "text/csv; nprobe=16") == 16
+    with pytest.raises(DataError, match=r"nprobe=17 is larger than the index's nlist=16"):
+        knob_override(model, "text/csv; nprobe=17")
+    got = model.neighbors(QUERIES, nprobe=16)[0]
+    np.testing.assert_allclose(got, fi.search(whole, QUERIES, 5, "L2", 16)[0], rtol=1e-6)
