@@ -116,6 +116,15 @@ def _why(exc: BaseException) -> str:
     return " ".join(str(exc).split())[:300]
 
 
+def _gpu_step_failed(exc: BaseException, strict: bool, name: str, step: str,
+                     instead: str) -> None:
+    """A GPU step faiss refused: an error where a GPU count was asked for (``strict``),
+    otherwise a warning quoting faiss, and the caller carries on on the CPU."""
+    if strict:
+        raise ClientError(f"{name}: {step} failed: {_why(exc)}; set {name}=0 or 'auto'") from exc
+    log.warning("%s failed (%s); %s", step[:1].upper() + step[1:], _why(exc), instead)
+
+
 @dataclass
 class GpuIndex:
     """Stands in for a faiss index in ``openknn.index.search``: searches the GPU copy, and
@@ -164,11 +173,8 @@ def build(vectors: np.ndarray, k: int, config: IndexConfig, seed: int, gpus: int
             log.info("Built %s on GPU 0", config.index_type)
             return cpu, GpuIndex(cpu, device)
         except (RuntimeError, MemoryError) as exc:  # faiss raises RuntimeError
-            if strict:
-                raise ClientError(f"_num_gpus: building {config.index_type} on the GPU "
-                                  f"failed: {_why(exc)}; set _num_gpus=0 or 'auto'") from exc
-            log.warning("Building %s on the GPU failed (%s); building on the CPU instead",
-                        config.index_type, _why(exc))
+            _gpu_step_failed(exc, strict, "_num_gpus", f"building {config.index_type} on the "
+                             "GPU", "building on the CPU instead")
             index, x = empty(vectors, k, config)
     fill(index, x, seed)
     return index, None
@@ -183,11 +189,8 @@ def attach(index: Any, index_type: str, request: int | str,
     try:
         device = clone_to_gpu(index)
     except (RuntimeError, MemoryError) as exc:
-        if strict:
-            raise ClientError(f"{name}: copying the {index_type} index to the GPU failed: "
-                              f"{_why(exc)}; set {name} 0 or auto") from exc
-        log.warning("Copying the %s index to the GPU failed (%s); searching on the CPU",
-                    index_type, _why(exc))
+        _gpu_step_failed(exc, strict, name, f"copying the {index_type} index to the GPU",
+                         "searching on the CPU")
         return None
     log.info("Searching %s on GPU 0", index_type)
     return GpuIndex(index, device)

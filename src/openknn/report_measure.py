@@ -179,14 +179,9 @@ def sklearn_ms(clf: Any, batches: Sequence[np.ndarray]) -> np.ndarray:
 # ---------------------------------------------------------------- GPU
 
 
-def gpu_count() -> int:
-    """GPUs faiss can use: 0 without the GPU build or a device."""
-    return gpus.visible()
-
-
 def gpu_index(model: KnnModel) -> Any:
     """The model's index copied to GPU 0, its knob set; a string says why there is none."""
-    if gpu_count() == 0:
+    if gpus.visible() == 0:
         return NO_GPU
     if model.meta.index_type not in gpus.GPU_INDEX_TYPES:
         return f"faiss has no GPU {model.meta.index_type} index"
@@ -202,7 +197,7 @@ def gpu_index(model: KnnModel) -> Any:
 def gpu_endpoint(t: Trained, batches: Sequence[np.ndarray], singles: Sequence[np.ndarray],
                  cfg: BenchConfig, workdir: Path) -> Latency | str:
     """The endpoint serving on GPU 0 (``--gpus 1``); a string says why there is none."""
-    if gpu_count() == 0:
+    if gpus.visible() == 0:
         return NO_GPU
     if t.spec.index_type not in gpus.GPU_INDEX_TYPES:
         return f"faiss has no GPU {t.spec.index_type} index"

@@ -15,6 +15,7 @@ import faiss
 import numpy as np
 
 from .errors import MissingExtraError
+from .gpu import visible
 from .report import BenchResult, CovtypeReport, FashionReport
 from .report_measure import (
     NO_GPU,
@@ -23,7 +24,6 @@ from .report_measure import (
     FashionResult,
     Latency,
     Pass,
-    gpu_count,
 )
 
 NA = "n/a"
@@ -102,7 +102,7 @@ def _version(module: str) -> str:
 
 
 def machine(threads: int) -> str:
-    gpu = f"{gpu_count()} GPU(s) visible to faiss" if gpu_count() else NO_GPU
+    gpu = f"{visible()} GPU(s) visible to faiss" if visible() else NO_GPU
     return (f"{_cpu_model()}; {os.cpu_count()} CPUs ({threads} faiss threads for the server "
             f"and for raw faiss); {_memory_gib()} RAM; {platform.system()} "
             f"{platform.release()}; Python {platform.python_version()}, faiss "
@@ -400,7 +400,7 @@ def method_notes(res: BenchResult) -> list[str]:
             "the index step with recall tuning (Fashion-MNIST); test scoring excluded",
             "- models are trained and the endpoint rows served on the CPU (`_num_gpus=0`, "
             "`--gpus 0`); GPU rows: "
-            + (NO_GPU if not gpu_count()
+            + (NO_GPU if not visible()
              else "the same models served with `--gpus 1`, and raw faiss on GPU 0"),
             ""]
 

@@ -192,7 +192,8 @@ def test_attach(fake_gpu: list[str], monkeypatch: pytest.MonkeyPatch,
         assert gpu.attach(index, "faiss.IVFFlat", "auto") is None
     assert "searching on the CPU" in caplog.text
     with pytest.raises(ClientError, match=r"--gpus: copying the faiss.IVFFlat index to the "
-                                          r"GPU failed: Error in GpuIndexIVFPQ"):
+                                          r"GPU failed: Error in GpuIndexIVFPQ: .*; set "
+                                          r"--gpus=0 or 'auto'"):
         gpu.attach(index, "faiss.IVFFlat", 1)
 
 
