@@ -18,7 +18,7 @@ import numpy as np
 
 from openknn import hyperparameters, training
 from openknn.datasets import fashion_mnist, read_ivecs
-from openknn.index import prepare, set_threads
+from openknn.index import set_threads
 
 DEFAULT = Path(__file__).resolve().parents[2] / "shared" / "data" / "fashion-mnist"
 K = 10
@@ -47,8 +47,8 @@ def run(path: Path, pq_m: int, threads: int | None) -> list[dict[str, object]]:
         dist, labels = model.neighbors(q)
         ours_s = time.perf_counter() - t1
         # the same search through openknn's index step, ids kept for recall
-        from openknn.index import search
-        queries = prepare(q, "L2", model.meta.index_dim)
+        from openknn.search import search
+        queries = model.prepare_queries(q)
         _, ids = search(model.index, queries, K, "L2", model.meta.nprobe)
         t2 = time.perf_counter()
         params = None

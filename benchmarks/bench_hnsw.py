@@ -25,7 +25,8 @@ from test_serving_http import start_server, stop  # noqa: E402
 
 from openknn import artifact, hyperparameters, training  # noqa: E402
 from openknn.datasets import fashion_mnist, read_ivecs  # noqa: E402
-from openknn.index import faiss_search, prepare, search, set_threads  # noqa: E402
+from openknn.index import faiss_search, set_threads  # noqa: E402
+from openknn.search import search  # noqa: E402
 
 
 def main() -> None:
@@ -41,7 +42,7 @@ def main() -> None:
                                 "_target_recall": "0.95"})
     model = training.build_model(data["train_images"], data["train_labels"], hp)
     ef = model.meta.nprobe
-    queries = prepare(data["test_images"], "L2", model.meta.index_dim)
+    queries = model.prepare_queries(data["test_images"])
     _, ids = search(model.index, queries, 10, "L2", ef)
     raw = []
     for q in queries[: args.requests]:

@@ -131,9 +131,11 @@ def build_model(x: np.ndarray, labels: np.ndarray, index_type: str = "faiss.Flat
     """A model built through openknn's own index step, so the files are the real format."""
     nlist = ivf_nlist(len(x)) if index_type != "faiss.Flat" else None
     config = fi.IndexConfig(index_type=index_type, nlist=nlist or "auto")
-    idx = fi.build(x, K, config)
+    center = fi.center_of(x, config.metric)  # as training does (the L2 shift)
+    idx = fi.build(x, K, config, center=center)
     meta = ModelMeta(k=K, predictor_type="classifier", feature_dim=DIM, index_dim=DIM,
-                     index_type=index_type, num_points=len(x), faiss_index_ivf_nlists=nlist)
+                     index_type=index_type, num_points=len(x), faiss_index_ivf_nlists=nlist,
+                     center=None if center is None else center.tolist())
     return KnnModel(meta, idx, labels)
 
 

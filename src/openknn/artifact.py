@@ -3,6 +3,7 @@ float32), ``model_algo-1.json``; written atomically, packed as ``model.tar.gz``,
 
 from __future__ import annotations
 
+import gzip
 import io
 import json
 import os
@@ -65,9 +66,13 @@ def write_model_dir(model: KnnModel, directory: str | os.PathLike[str]) -> None:
 def pack(files: Mapping[str, bytes]) -> bytes:
     """A ``model.tar.gz`` holding ``files`` at its top level (as SageMaker tars /opt/ml/model)."""
     buf = io.BytesIO()
-    # Level 1: float vectors barely compress, and level 9 costs seconds per 100 MB.
-    with tarfile.open(fileobj=buf, mode="w:gz", compresslevel=1) as tar:
-        for name, data in files.items():
+    # Level 1: float vectors barely compress, and level 9 costs seconds per 100 MB. mtime 0
+    # in the gzip header (as in the members): the same model gives the same bytes. The JSON
+    # first, so that a loader holds the larger members to the sizes it implies.
+    ordered = sorted(files.items(), key=lambda item: item[0] != META_FILE)
+    with gzip.GzipFile(fileobj=buf, mode="wb", compresslevel=1, mtime=0) as gz, \
+            tarfile.open(fileobj=gz, mode="w") as tar:
+        for name, data in ordered:
             info = tarfile.TarInfo(name)
             info.size, info.mode = len(data), 0o644
             tar.addfile(info, io.BytesIO(data))

@@ -127,7 +127,7 @@ def _gpu_step_failed(exc: BaseException, strict: bool, name: str, step: str,
 
 @dataclass
 class GpuIndex:
-    """Stands in for a faiss index in ``openknn.index.search``: searches the GPU copy, and
+    """Stands in for a faiss index in ``openknn.search.search``: searches the GPU copy, and
     the CPU index where the GPU cannot answer (an nprobe or k over faiss's GPU limit, rows
     whose probed lists held fewer than k points), so answers follow the CPU rules."""
 
@@ -160,11 +160,11 @@ class GpuIndex:
 
 
 def build(vectors: np.ndarray, k: int, config: IndexConfig, seed: int, gpus: int,
-          strict: bool) -> tuple[Any, GpuIndex | None]:
+          strict: bool, center: np.ndarray | None = None) -> tuple[Any, GpuIndex | None]:
     """The CPU index of ``vectors``, trained and filled on the GPU when ``gpus`` is 1, and
     the GPU copy to search it with. A GPU failure is an error when ``strict`` (a count was
     asked for); otherwise the index is built on the CPU, with a warning saying why."""
-    index, x = empty(vectors, k, config)
+    index, x = empty(vectors, k, config, center)
     if gpus:
         try:
             device = clone_to_gpu(index)
@@ -175,7 +175,7 @@ def build(vectors: np.ndarray, k: int, config: IndexConfig, seed: int, gpus: int
         except (RuntimeError, MemoryError) as exc:  # faiss raises RuntimeError
             _gpu_step_failed(exc, strict, "_num_gpus", f"building {config.index_type} on the "
                              "GPU", "building on the CPU instead")
-            index, x = empty(vectors, k, config)
+            index, x = empty(vectors, k, config, center)
     fill(index, x, seed)
     return index, None
 

@@ -1,5 +1,6 @@
-"""faiss indexes for SageMaker k-NN: build (Flat / IVFFlat / IVFPQ; L2 / INNER_PRODUCT /
-COSINE; PQ padding; ``nlist=auto``), search with ``nprobe``, and the distance convention."""
+"""faiss indexes for SageMaker k-NN: build (Flat / IVFFlat / IVFPQ / HNSW; L2 /
+INNER_PRODUCT / COSINE; the L2 shift; PQ padding; ``nlist=auto``) and faiss's own search with
+``nprobe``. ``openknn.search`` turns that search into exact answers."""
 
 from __future__ import annotations
 
@@ -39,9 +40,11 @@ class IndexConfig:
 
 # faiss 1.15 takes its BLAS path only when rows x d >= 128,000, so a batch under ~2,400 rows of
 # 54 features is scanned: 2-4x slower at 16-581 rows (measured, 200k x 54, 2 threads), while
-# a single row is faster scanned on one thread. BLAS from 16 rows; exactness tests allow for
-# its few-ulp rounding at ties.
+# a single row is faster scanned on one thread. BLAS from 16 rows: its float32 rounding
+# only picks candidates, whose distances openknn.search recomputes.
 BLAS_MIN_ROWS = 16
+NEVER_BLAS = 1 << 30
+DIRECT_MAP = faiss.DirectMap  # type: ignore[attr-defined]  # IVF id -> list position
 _configured = [1]  # the thread count set_threads chose, for threads that search later
 
 
@@ -82,9 +85,54 @@ def resolve_nlist(nlist: int | str, n: int) -> int:
     return max(1, round(math.sqrt(n))) if nlist == "auto" else int(nlist)
 
 
-def prepare(x: np.ndarray, metric: str, dim: int) -> np.ndarray:
-    """Vectors as the index sees them: float32, normalised for COSINE, zero-padded to ``dim``."""
+SHIFT_BITS = (24, 16, 12, 8, 4, 2, 1)  # significant bits tried for a column's shift
+
+
+def _round_to_bits(value: float, bits: int) -> float:
+    """``value`` rounded to ``bits`` significant binary digits (a float32 value)."""
+    if value == 0:
+        return 0.0
+    mantissa, exponent = np.frexp(value)
+    return float(np.float32(np.ldexp(np.round(np.ldexp(mantissa, bits)), exponent - bits)))
+
+
+def _exact_shift(column: np.ndarray, mean: float) -> float:
+    """The float32 value nearest ``mean`` (with the fewest bits needed) by which every value
+    of a float32 ``column`` shifts exactly in float32, so the shifted index loses nothing;
+    0 where none does."""
+    wide = column.astype(np.float64)
+    for bits in SHIFT_BITS:
+        shift = _round_to_bits(mean, bits)
+        shifted = wide - shift  # exact in float64: both are float32 values
+        if np.array_equal(shifted.astype(np.float32), shifted):
+            return shift
+    return 0.0
+
+
+def center_of(vectors: np.ndarray, metric: str) -> np.ndarray | None:
+    """L2's shift (docs/training.md, "Exact search"): per column, about the mean of the
+    vectors as float32, chosen so that each stored vector minus the shift is exact in
+    float32 — distances between shifted vectors are the distances between the vectors
+    themselves, while faiss's float32 search no longer cancels on large magnitudes or
+    offsets. None for inner product and cosine, which are not translation-invariant."""
+    if metric != "L2" or vectors.shape[0] == 0:
+        return None
+    x = np.asarray(vectors, dtype=np.float32)
+    mean = x.mean(axis=0, dtype=np.float64)
+    return np.array([_exact_shift(x[:, j], float(mean[j])) for j in range(x.shape[1])])
+
+
+def prepare(x: np.ndarray, metric: str, dim: int, center: np.ndarray | None = None,
+            exact: bool = False) -> np.ndarray:
+    """Vectors as the index sees them: float32, minus ``center``, normalised for COSINE,
+    zero-padded to ``dim``. ``exact`` (queries): float64, so that the shift rounds nothing
+    (float32 minus float32 is exact in float64) and re-ranking sees the query as sent."""
     x = np.ascontiguousarray(x, dtype=np.float32)
+    if center is not None:
+        if x.shape[1] != center.shape[0]:
+            raise ValueError(f"center has {center.shape[0]} values for {x.shape[1]}-wide rows")
+        shifted = x.astype(np.float64) - center
+        x = shifted if exact else shifted.astype(np.float32)
     if metric == "COSINE":
         x = x.copy()
         faiss.normalize_L2(x)
@@ -131,16 +179,17 @@ def _empty_index(dim: int, nlist: int, config: IndexConfig) -> Any:
     return faiss.IndexIVFPQ(flat, dim, nlist, m, PQ_BITS, metric)
 
 
-def empty(vectors: np.ndarray, k: int, config: IndexConfig) -> tuple[Any, np.ndarray]:
+def empty(vectors: np.ndarray, k: int, config: IndexConfig,
+          center: np.ndarray | None = None) -> tuple[Any, np.ndarray]:
     """An untrained, empty index for ``vectors`` (already reduced), and the vectors prepared
-    as it holds them; refuses too few points."""
+    (shifted by ``center``) as it holds them; refuses too few points."""
     n, d = vectors.shape
     nlist = resolve_nlist(config.nlist, n)
     _check_points(n, k, nlist, config)
     dim = index_dim(d, config)
     if dim != d:
         log.info("Padding data from %d to %d dimensions for faiss_index_pq_m", d, dim)
-    return _empty_index(dim, nlist, config), prepare(vectors, config.metric, dim)
+    return _empty_index(dim, nlist, config), prepare(vectors, config.metric, dim, center)
 
 
 def fill(index: Any, x: np.ndarray, seed: int = 0) -> None:
@@ -159,9 +208,10 @@ def fill(index: Any, x: np.ndarray, seed: int = 0) -> None:
     index.add(x)
 
 
-def build(vectors: np.ndarray, k: int, config: IndexConfig, seed: int = 0) -> Any:
+def build(vectors: np.ndarray, k: int, config: IndexConfig, seed: int = 0,
+          center: np.ndarray | None = None) -> Any:
     """Train (IVF) and fill a CPU index with ``vectors`` (already reduced, not yet prepared)."""
-    index, x = empty(vectors, k, config)
+    index, x = empty(vectors, k, config, center)
     fill(index, x, seed)
     return index
 
@@ -189,17 +239,15 @@ def nlist_of(index: Any) -> int | None:
     return int(index.nlist) if isinstance(index, faiss.IndexIVF) else None
 
 
-def _order_ties(dist: np.ndarray, ids: np.ndarray, metric: str) -> tuple[np.ndarray, np.ndarray]:
-    """Nearest first, equal distances by smaller id, so answers are deterministic."""
-    primary = dist if metric in ASCENDING_METRICS else -dist
-    order = np.lexsort((ids, primary), axis=1)
-    return np.take_along_axis(dist, order, 1), np.take_along_axis(ids, order, 1)
-
-
 def faiss_search(index: Any, queries: np.ndarray, k: int, nprobe: int,
                  ) -> tuple[np.ndarray, np.ndarray]:
-    """One faiss search with ``nprobe``: faiss's own distances, id -1 where it found fewer."""
-    faiss.cvar.distance_compute_blas_threshold = BLAS_MIN_ROWS * int(index.d)  # see above
+    """One faiss search with ``nprobe``: faiss's own distances, id -1 where it found fewer.
+
+    An IVF index's coarse quantiser never takes the BLAS path: which lists a query probes
+    must not depend on how many other queries share its batch (the lists are few, so the
+    direct scan costs little)."""
+    faiss.cvar.distance_compute_blas_threshold = (
+        NEVER_BLAS if isinstance(index, faiss.IndexIVF) else BLAS_MIN_ROWS * int(index.d))
     result: tuple[np.ndarray, np.ndarray] = index.search(queries, k,
                                                          params=_search_params(index, nprobe))
     return result
@@ -221,22 +269,19 @@ def raw_search(index: Any, queries: np.ndarray, k: int, nprobe: int,
     return dist, ids
 
 
-def search(index: Any, queries: np.ndarray, k: int, metric: str, nprobe: int = 5,
-           ) -> tuple[np.ndarray, np.ndarray]:
-    """The ``k`` nearest index ids of each prepared query, with decision 1's distances.
-
-    ``k`` is capped at the points in the index (decision 6); no id is ever -1.
-    """
-    k = min(k, int(index.ntotal))
-    dist, ids = raw_search(index, queries, k, nprobe)
-    if metric == "L2":
-        dist = np.sqrt(np.maximum(dist, 0, out=dist), out=dist)
-    return _order_ties(dist, ids, metric)
-
-
 def serialize(index: Any) -> bytes:
-    """``faiss.write_index`` bytes of a CPU index (decision 8)."""
-    return bytes(faiss.serialize_index(index).tobytes())
+    """``faiss.write_index`` bytes of a CPU index (decision 8), without the direct map that
+    exact re-ranking adds to IVF indexes (rebuilt where needed after loading)."""
+    mapped = isinstance(index, faiss.IndexIVF) and (
+        int(index.direct_map.type) != int(DIRECT_MAP.NoMap))
+    kind = index.direct_map.type if mapped else None
+    if mapped:
+        index.set_direct_map_type(DIRECT_MAP.NoMap)
+    try:
+        return bytes(faiss.serialize_index(index).tobytes())
+    finally:
+        if kind is not None:
+            index.set_direct_map_type(kind)
 
 
 def deserialize(data: bytes) -> Any:

@@ -14,6 +14,7 @@ from .errors import DataError, ModelError
 from .hyperparameters import PREDICTOR_TYPES
 from .predict import predict
 from .reduction import Projection
+from .search import search
 
 VERSION = "1.0"
 
@@ -36,6 +37,11 @@ class ModelMeta:
     faiss_index_ivf_nlists: int | None = None
     faiss_index_pq_m: int | None = None
     tuning: dict[str, Any] | None = None  # _target_recall's choice (openknn.tuning.Tuned)
+    # L2 only: a shift about the sample mean (exact in float32 for every stored value),
+    # subtracted from every vector before indexing and from every query (distances are
+    # translation-invariant), so float32 search does not cancel on large magnitudes or
+    # offsets (openknn.index.center_of). None: vectors indexed as given (older models).
+    center: list[float] | None = None
     version: str = VERSION
 
     def to_json(self) -> dict[str, Any]:
@@ -84,17 +90,20 @@ class KnnModel:
                 f"feature_dim), got {got}; send rows of {self.meta.feature_dim} numbers"
             )
         x = self.projection.apply(features) if self.projection is not None else features
-        return faiss_index.prepare(x, self.meta.index_metric, self.meta.index_dim)
+        return faiss_index.prepare(x, self.meta.index_metric, self.meta.index_dim,
+                                   self.center, exact=True)
+
+    @property
+    def center(self) -> np.ndarray | None:
+        """The L2 shift as an array (``meta.center``), or None."""
+        return None if self.meta.center is None else np.asarray(self.meta.center, np.float64)
 
     def neighbors(self, features: np.ndarray, k: int | None = None,
                   nprobe: int | None = None) -> tuple[np.ndarray, np.ndarray]:
         """Distances (decision 1) and labels of the ``k`` nearest sampled points, nearest first."""
         queries = self.prepare_queries(features)
-        dist, ids = faiss_index.search(
-            self.index if self.searcher is None else self.searcher, queries,
-            k or self.meta.k, self.meta.index_metric,
-            self.meta.nprobe if nprobe is None else nprobe,
-        )
+        dist, ids = search(self.index, queries, k or self.meta.k, self.meta.index_metric,
+                           self.meta.nprobe if nprobe is None else nprobe, self.searcher)
         return dist, self.labels[ids]
 
     def __reduce__(self) -> tuple[Any, ...]:

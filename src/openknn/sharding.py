@@ -10,7 +10,8 @@ from typing import Any
 import faiss
 import numpy as np
 
-from .index import ASCENDING_METRICS, faiss_search, nlist_of
+from .index import ASCENDING_METRICS, DIRECT_MAP, nlist_of
+from .search import refined
 
 Parts = list[tuple[np.ndarray, np.ndarray]]
 # Searches every shard with (queries, k, nprobe) and returns each one's (distances, global ids).
@@ -30,6 +31,8 @@ def split(index: Any, shards: int) -> list[tuple[Any, int]]:
         if isinstance(index, faiss.IndexIVF):
             sub: Any = faiss.clone_index(index)  # already the concrete IVF class
             sub.reset()
+            # copy_subset_to fills lists, not a direct map: exact search makes its own.
+            sub.set_direct_map_type(DIRECT_MAP.NoMap)
             index.copy_subset_to(sub, 0, int(a), int(b))  # subset type 0: ids in [a, b)
             out.append((sub, 0))
         else:
@@ -43,7 +46,7 @@ def shard_search(sub: Any, offset: int, queries: np.ndarray, k: int, nprobe: int
                  ) -> tuple[np.ndarray, np.ndarray]:
     """One shard's top-k with global ids (-1 stays -1)."""
     k = min(k, max(1, int(sub.ntotal)))
-    dist, ids = faiss_search(sub, queries, k, nprobe)
+    dist, ids = refined(sub, queries, k, nprobe, complete=False)
     return dist, np.where(ids >= 0, ids + offset, -1)
 
 
@@ -61,7 +64,8 @@ def merge(parts: Parts, k: int, ascending: bool) -> tuple[np.ndarray, np.ndarray
 
 @dataclass
 class ShardedIndex:
-    """Stands in for a faiss index in ``openknn.index.search``: fans the query out, merges."""
+    """Stands in for a faiss index in ``openknn.search.search``: fans the query out to
+    shards that each refine their candidates, merges."""
 
     fanout: FanOut
     ntotal: int

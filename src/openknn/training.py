@@ -118,12 +118,14 @@ def build_model(features: np.ndarray, labels: np.ndarray, hp: Mapping[str, Any])
     config = index_config(hp)
     log.info("Building %s (%s) over data %s", config.index_type, config.metric, vectors.shape)
     gpus = gpu.resolve(hp["_num_gpus"], config.index_type, gpu.visible(), gpu.gpu_build())
+    center = faiss_index.center_of(vectors, config.metric)
     index, searcher = gpu.build(vectors, hp["k"], config, hp["_seed"], gpus,
-                                strict=hp["_num_gpus"] != gpu.AUTO)
+                                strict=hp["_num_gpus"] != gpu.AUTO, center=center)
     d = vectors.shape[1]
     tuned = None
     if hp["_target_recall"] is not None:
-        prepared = faiss_index.prepare(vectors, config.metric, faiss_index.index_dim(d, config))
+        prepared = faiss_index.prepare(vectors, config.metric, faiss_index.index_dim(d, config),
+                                       center)
         tuned = tuning.tune(index, prepared, hp["k"], hp["_target_recall"],
                             np.random.default_rng([hp["_seed"], 1 << 20]))
         if tuned is not None:
@@ -138,6 +140,7 @@ def build_model(features: np.ndarray, labels: np.ndarray, hp: Mapping[str, Any])
         faiss_index_ivf_nlists=int(index.nlist) if hasattr(index, "nlist") else None,
         faiss_index_pq_m=int(index.pq.M) if hasattr(index, "pq") else None,
         tuning=tuned.to_json() if tuned is not None else None,
+        center=None if center is None else center.tolist(),
     )
     return KnnModel(meta=meta, index=index, labels=labels, projection=projection,
                     searcher=searcher)

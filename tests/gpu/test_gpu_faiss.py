@@ -21,6 +21,7 @@ import pytest
 from openknn import artifact, gpu, training
 from openknn import index as faiss_index
 from openknn.data import Channel
+from openknn.search import search as knn_search
 from openknn.serving import process
 
 from ..conftest import shared_file, write_csv
@@ -62,8 +63,8 @@ def test_flat_on_the_gpu_equals_the_cpu(device: None, metric: str) -> None:
     searcher = gpu.attach(index, "faiss.Flat", 1)
     assert isinstance(searcher, gpu.GpuIndex)
     q = faiss_index.prepare(queries, metric, index.d)
-    d_cpu, i_cpu = faiss_index.search(index, q, 10, metric)
-    d_gpu, i_gpu = faiss_index.search(searcher, q, 10, metric)
+    d_cpu, i_cpu = knn_search(index, q, 10, metric)
+    d_gpu, i_gpu = knn_search(searcher, q, 10, metric)
     np.testing.assert_allclose(d_gpu, d_cpu, rtol=1e-4, atol=1e-3)
     assert overlap(i_gpu, i_cpu) > 0.999  # only ties at the k-th distance may differ
 
@@ -82,11 +83,11 @@ def test_ivf_built_on_the_gpu(device: None, index_type: str, pq_m: int | None,
     cpu, searcher = gpu.build(base, 10, config, seed=0, gpus=1, strict=True)
     assert searcher is not None and cpu.ntotal == len(base)
     q = faiss_index.prepare(queries, "L2", cpu.d)
-    exact = faiss_index.search(faiss_index.build(base, 10, faiss_index.IndexConfig()),
+    exact = knn_search(faiss_index.build(base, 10, faiss_index.IndexConfig()),
                                faiss_index.prepare(queries, "L2", dim), 10, "L2")[1]
-    on_cpu = faiss_index.search(cpu, q, 10, "L2", 16)[1]
-    on_gpu = faiss_index.search(searcher, q, 10, "L2", 16)[1]
-    cpu_built = faiss_index.search(faiss_index.build(base, 10, config), q, 10, "L2", 16)[1]
+    on_cpu = knn_search(cpu, q, 10, "L2", 16)[1]
+    on_gpu = knn_search(searcher, q, 10, "L2", 16)[1]
+    cpu_built = knn_search(faiss_index.build(base, 10, config), q, 10, "L2", 16)[1]
     recall_cpu_built = overlap(cpu_built, exact)
     assert overlap(on_gpu, exact) > recall_cpu_built - 0.05
     assert overlap(on_gpu, on_cpu) > 0.95  # the written copy answers like the GPU one

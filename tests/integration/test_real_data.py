@@ -49,7 +49,7 @@ def test_fashion_mnist_target_recall_holds_on_the_test_queries(index_type: str) 
 
     from openknn import hyperparameters, training
     from openknn.datasets import fashion_mnist, read_ivecs
-    from openknn.index import prepare, search
+    from openknn.search import search
 
     path = shared_file("fashion-mnist")
     data = fashion_mnist(path)
@@ -59,6 +59,6 @@ def test_fashion_mnist_target_recall_holds_on_the_test_queries(index_type: str) 
                                 "_target_recall": "0.95"})
     model = training.build_model(data["train_images"], data["train_labels"], hp)
     assert model.meta.tuning is not None and model.meta.tuning["recall"] >= 0.95
-    queries = prepare(data["test_images"], "L2", model.meta.index_dim)
+    queries = model.prepare_queries(data["test_images"])
     _, ids = search(model.index, queries, 10, "L2", model.meta.nprobe)
     assert bench_ann.recall(ids, truth) >= 0.95

@@ -17,6 +17,7 @@ from openknn import gpu, training
 from openknn import index as faiss_index
 from openknn.data import Channel
 from openknn.errors import ClientError
+from openknn.search import search as knn_search
 from openknn.settings import from_env, parse_gpus
 
 from ..conftest import write_csv
@@ -83,13 +84,13 @@ def test_gpu_index_answers_as_the_cpu_index_does() -> None:
     index = ivf()
     stand_in = gpu.GpuIndex(index, faiss.clone_index(index))
     for k, nprobe in ((10, 5), (100, 1), (5, 64)):
-        want = faiss_index.search(index, QUERIES, k, "L2", nprobe)
-        got = faiss_index.search(stand_in, QUERIES, k, "L2", nprobe)
+        want = knn_search(index, QUERIES, k, "L2", nprobe)
+        got = knn_search(stand_in, QUERIES, k, "L2", nprobe)
         np.testing.assert_array_equal(got[1], want[1])
         assert (got[1] >= 0).all()
     flat = faiss_index.build(BASE, 1, faiss_index.IndexConfig())
-    got = faiss_index.search(gpu.GpuIndex(flat, faiss.clone_index(flat)), QUERIES, 7, "L2")
-    np.testing.assert_array_equal(got[1], faiss_index.search(flat, QUERIES, 7, "L2")[1])
+    got = knn_search(gpu.GpuIndex(flat, faiss.clone_index(flat)), QUERIES, 7, "L2")
+    np.testing.assert_array_equal(got[1], knn_search(flat, QUERIES, 7, "L2")[1])
 
 
 class Recorder:
@@ -155,8 +156,8 @@ def test_build_on_the_device_gives_the_cpu_build(fake_gpu: list[str], index_type
     assert isinstance(searcher, gpu.GpuIndex) and searcher.cpu is cpu
     plain = faiss_index.build(BASE, 5, config, seed=3)
     assert faiss_index.serialize(cpu) == faiss_index.serialize(plain)
-    got = faiss_index.search(searcher, QUERIES, 5, "L2", 4)[1]
-    np.testing.assert_array_equal(got, faiss_index.search(plain, QUERIES, 5, "L2", 4)[1])
+    got = knn_search(searcher, QUERIES, 5, "L2", 4)[1]
+    np.testing.assert_array_equal(got, knn_search(plain, QUERIES, 5, "L2", 4)[1])
 
 
 def test_build_on_the_cpu_without_gpus(fake_gpu: list[str]) -> None:

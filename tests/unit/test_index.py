@@ -8,6 +8,7 @@ import pytest
 
 from openknn import index as fi
 from openknn.errors import TrainingError
+from openknn.search import search as knn_search
 
 RNG = np.random.default_rng(0)
 BASE = RNG.standard_normal((2000, 12)).astype(np.float32)
@@ -33,7 +34,7 @@ def build_search(metric: str, index_type: str = "faiss.Flat", k: int = 10, **kw:
     config = fi.IndexConfig(index_type=index_type, metric=metric, **kw)  # type: ignore[arg-type]
     index = fi.build(BASE, k, config)
     q = fi.prepare(QUERIES, metric, fi.index_dim(12, config))
-    return fi.search(index, q, k, metric, config.nprobe)
+    return knn_search(index, q, k, metric, config.nprobe)
 
 
 @pytest.mark.parametrize("metric", ["L2", "INNER_PRODUCT", "COSINE"])
@@ -50,7 +51,7 @@ def test_equal_distances_are_ordered_by_id() -> None:
     base = np.zeros((6, 2), np.float32)
     base[[1, 4]] = 1.0  # ids 0,2,3,5 at distance 0 from the origin; 1,4 at sqrt(2)
     index = fi.build(base, 6, fi.IndexConfig())
-    dist, ids = fi.search(index, np.zeros((1, 2), np.float32), 6, "L2")
+    dist, ids = knn_search(index, np.zeros((1, 2), np.float32), 6, "L2")
     assert ids.tolist() == [[0, 2, 3, 5, 1, 4]]
     np.testing.assert_allclose(dist[0], [0, 0, 0, 0, np.sqrt(2), np.sqrt(2)], rtol=1e-6)
 
@@ -69,13 +70,13 @@ def test_ivf_never_returns_minus_one() -> None:
     # 64 lists over 300 points: nprobe=1 often probes a list with fewer than k points.
     base = RNG.standard_normal((300, 4)).astype(np.float32)
     index = fi.build(base, 20, fi.IndexConfig("faiss.IVFFlat", nlist=64, nprobe=1))
-    _, ids = fi.search(index, RNG.standard_normal((100, 4)).astype(np.float32), 20, "L2", 1)
+    _, ids = knn_search(index, RNG.standard_normal((100, 4)).astype(np.float32), 20, "L2", 1)
     assert (ids >= 0).all()
 
 
 def test_k_is_capped_at_points_in_index() -> None:
     index = fi.build(BASE[:5], 5, fi.IndexConfig())
-    dist, ids = fi.search(index, QUERIES[:2], 50, "L2")
+    dist, ids = knn_search(index, QUERIES[:2], 50, "L2")
     assert ids.shape == (2, 5) and (ids >= 0).all()
 
 
@@ -118,4 +119,4 @@ def test_ivf_build_is_deterministic_and_serialises() -> None:
     assert fi.serialize(a) == fi.serialize(b)
     c = fi.deserialize(fi.serialize(a))
     q = fi.prepare(QUERIES, "L2", 12)
-    np.testing.assert_array_equal(fi.search(a, q, 5, "L2")[1], fi.search(c, q, 5, "L2")[1])
+    np.testing.assert_array_equal(knn_search(a, q, 5, "L2")[1], knn_search(c, q, 5, "L2")[1])

@@ -11,6 +11,7 @@ from openknn import sharding
 from openknn.errors import DataError
 from openknn.inference import knob_override
 from openknn.model import KnnModel, ModelMeta
+from openknn.search import search as knn_search
 
 RNG = np.random.default_rng(4)
 BASE = RNG.standard_normal((1000, 8)).astype(np.float32)
@@ -25,9 +26,9 @@ def test_sharded_equals_whole(index_type: str, metric: str, shards: int) -> None
     config = fi.IndexConfig(index_type, metric, nlist=16, pq_m=4, nprobe=2)
     whole = fi.build(BASE, 10, config)
     q = fi.prepare(QUERIES, metric, whole.d)
-    expected = fi.search(whole, q, 10, metric, 2)
+    expected = knn_search(whole, q, 10, metric, 2)
     split = sharding.local_shards(whole, shards, metric)
-    got = fi.search(split, q, 10, metric, 2)
+    got = knn_search(split, q, 10, metric, 2)
     np.testing.assert_array_equal(got[1], expected[1])
     np.testing.assert_allclose(got[0], expected[0], rtol=1e-5)
 
@@ -35,7 +36,7 @@ def test_sharded_equals_whole(index_type: str, metric: str, shards: int) -> None
 def test_ties_across_shards_go_to_the_smaller_id() -> None:
     base = np.zeros((6, 2), np.float32)  # all at distance 0 from the origin
     whole = fi.build(base, 4, fi.IndexConfig())
-    got = fi.search(sharding.local_shards(whole, 3, "L2"), np.zeros((1, 2), np.float32), 4,
+    got = knn_search(sharding.local_shards(whole, 3, "L2"), np.zeros((1, 2), np.float32), 4,
                     "L2")
     assert got[1].tolist() == [[0, 1, 2, 3]]
 
@@ -44,8 +45,8 @@ def test_ivf_rows_with_few_candidates_are_searched_again() -> None:
     base = RNG.standard_normal((300, 4)).astype(np.float32)
     whole = fi.build(base, 20, fi.IndexConfig("faiss.IVFFlat", nlist=64))
     q = RNG.standard_normal((50, 4)).astype(np.float32)
-    expected = fi.search(whole, q, 20, "L2", 1)
-    got = fi.search(sharding.local_shards(whole, 3, "L2"), q, 20, "L2", 1)
+    expected = knn_search(whole, q, 20, "L2", 1)
+    got = knn_search(sharding.local_shards(whole, 3, "L2"), q, 20, "L2", 1)
     assert (got[1] >= 0).all()
     np.testing.assert_array_equal(got[1], expected[1])
 
@@ -71,4 +72,4 @@ def test_a_sharded_model_takes_the_per_request_nprobe() -> None:
     with pytest.raises(DataError, match=r"nprobe=17 is larger than the index's nlist=16"):
         knob_override(model, "text/csv; nprobe=17")
     got = model.neighbors(QUERIES, nprobe=16)[0]
-    np.testing.assert_allclose(got, fi.search(whole, QUERIES, 5, "L2", 16)[0], rtol=1e-6)
+    np.testing.assert_allclose(got, knn_search(whole, QUERIES, 5, "L2", 16)[0], rtol=1e-6)

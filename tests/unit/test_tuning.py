@@ -12,6 +12,7 @@ from openknn import artifact, hyperparameters, training
 from openknn import index as fi
 from openknn.errors import DataError
 from openknn.inference import invoke, knob_override
+from openknn.search import search as knn_search
 
 RNG = np.random.default_rng(9)
 CENTRES = RNG.standard_normal((20, 16)).astype(np.float32) * 4
@@ -28,7 +29,7 @@ def model_for(index_type: str, **extra: str) -> training.KnnModel:
 
 def exact_ids(q: np.ndarray, metric: str = "L2") -> np.ndarray:
     whole = fi.build(X, 10, fi.IndexConfig(metric=metric))
-    return fi.search(whole, fi.prepare(q, metric, 16), 10, metric)[1]
+    return knn_search(whole, fi.prepare(q, metric, 16), 10, metric)[1]
 
 
 def recall(found: np.ndarray, truth: np.ndarray) -> float:
@@ -49,7 +50,7 @@ def test_target_recall_is_reached_on_new_queries(index_type: str) -> None:
     # before it fall short of the target plus that margin
     assert all(r < 0.9 + 0.05 for _, r in tuned["curve"][:-1])
     q = (CENTRES[RNG.integers(0, 20, 500)] + RNG.standard_normal((500, 16))).astype(np.float32)
-    found = fi.search(model.index, fi.prepare(q, "L2", 16), 10, "L2", model.meta.nprobe)[1]
+    found = knn_search(model.index, model.prepare_queries(q), 10, "L2", model.meta.nprobe)[1]
     assert recall(found, exact_ids(q)) >= 0.9
 
 
@@ -65,7 +66,7 @@ def test_hnsw_every_metric_and_round_trip(tmp_path: Path, metric: str) -> None:
     distances, _ = model.neighbors(q)
     step = np.diff(distances, axis=1)
     assert (step >= 0).all() if metric == "L2" else (step <= 1e-6).all()  # decision 1
-    ids = fi.search(model.index, fi.prepare(q, metric, 16), 10, metric, 128)[1]
+    ids = knn_search(model.index, model.prepare_queries(q), 10, metric, 128)[1]
     assert recall(ids, exact_ids(q, metric)) > 0.95
     artifact.write_model_tar(model, tmp_path / "model.tar.gz")
     loaded = artifact.load(tmp_path / "model.tar.gz")

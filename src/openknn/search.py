@@ -1,0 +1,211 @@
+"""The k nearest neighbours of prepared queries, with exact distances: faiss finds candidates
+in float32, openknn recomputes each candidate's distance from the stored vectors, and for
+exact (Flat) indexes proves that no other point is nearer — or finds the rows it cannot prove
+by float64 brute force.
+
+Why: faiss's fast path for a batch computes ``‖x‖² + ‖y‖² − 2x·y`` in float32, which cancels
+when norms are large beside the distances between points (columns in the thousands beside
+fractions): it reorders neighbours and misstates distances (26 % on a real data set), and
+because faiss picks that path by batch size, the same query could get a different answer
+inside a bigger batch. Recomputing from the vectors is exact to float32 rounding and depends
+on the query and the point alone, so an answer never depends on the rest of its batch.
+"""
+
+from __future__ import annotations
+
+import weakref
+from typing import Any
+
+import faiss
+import numpy as np
+
+from .index import DIRECT_MAP, faiss_search, raw_search
+
+UNIT_ROUNDOFF = 2.0 ** -24  # float32
+FLAT_EXTRA_CANDIDATES = 8  # beyond 2k: room for the proof to succeed without brute force
+BRUTE_FORCE_CHUNK = 1 << 22  # float64 distances held at once by the fallback (32 MiB)
+_norms: weakref.WeakKeyDictionary[Any, tuple[int, float]] = weakref.WeakKeyDictionary()
+
+
+def is_l2(index: Any) -> bool:
+    return int(index.metric_type) == int(faiss.METRIC_L2)
+
+
+def flat_storage(index: Any) -> Any:
+    """The ``IndexFlat`` holding an index's vectors as given: the index itself (Flat) or an
+    HNSW index's storage; None for IVF indexes (their vectors sit in inverted lists)."""
+    if isinstance(index, faiss.IndexFlat):
+        return index
+    if isinstance(index, faiss.IndexHNSW):
+        return faiss.downcast_index(index.storage)
+    return None
+
+
+def stored(flat: Any) -> np.ndarray:
+    """A Flat index's vectors as a read-only (ntotal, d) float32 view (no copy)."""
+    n, d = int(flat.ntotal), int(flat.d)
+    view = faiss.rev_swig_ptr(flat.get_xb(), n * d).reshape(n, d)
+    view.flags.writeable = False
+    return view
+
+
+def vectors_of(index: Any, ids: np.ndarray) -> np.ndarray:
+    """The stored vectors of ``ids`` (any shape) as float32, shape ``ids.shape + (d,)``. IVF
+    indexes get a direct map on first use (for IVFPQ these are the decoded vectors: the
+    points as the index holds them). A hash table, since a shard's ids are not 0..n-1."""
+    flat = flat_storage(index)
+    if flat is not None:
+        picked: np.ndarray = stored(flat)[ids]
+        return picked
+    if int(index.direct_map.type) == int(DIRECT_MAP.NoMap):
+        index.set_direct_map_type(DIRECT_MAP.Hashtable)
+    out: np.ndarray = index.reconstruct_batch(ids.ravel())
+    return out.reshape(*ids.shape, int(index.d))
+
+
+def distances(queries: np.ndarray, vectors: np.ndarray, l2: bool) -> np.ndarray:
+    """Squared L2 distance or inner product of each query with its rows of ``vectors``
+    (n, c, d), accumulated in float64, without the cancellation of the expanded form. With
+    float64 queries (``prepare(..., exact=True)``) the differences are exact too; with
+    float32 ones (models without a shift) each rounds once, to float32."""
+    if l2:
+        diff = vectors - queries[:, None, :]
+        out: np.ndarray = np.einsum("ncd,ncd->nc", diff, diff, dtype=np.float64)
+    else:
+        out = np.einsum("ncd,nd->nc", vectors, queries, dtype=np.float64)
+    return out
+
+
+def top_k(dist: np.ndarray, ids: np.ndarray, k: int, l2: bool,
+          ) -> tuple[np.ndarray, np.ndarray]:
+    """The best ``k`` columns of each row, nearest first, equal distances by smaller id."""
+    order = np.lexsort((ids, dist if l2 else -dist), axis=1)[:, :k]
+    return np.take_along_axis(dist, order, 1), np.take_along_axis(ids, order, 1)
+
+
+def max_norm(flat: Any) -> float:
+    """The largest vector norm in a Flat index (cached per index and size)."""
+    n = int(flat.ntotal)
+    cached = _norms.get(flat)
+    if cached is None or cached[0] != n:
+        x = stored(flat)
+        norms = np.einsum("nd,nd->n", x, x, dtype=np.float64) if n else np.zeros(1)
+        cached = (n, float(np.sqrt(norms.max())))
+        _norms[flat] = cached
+    return cached[1]
+
+
+def proven(flat: Any, queries: np.ndarray, found: np.ndarray, kth: np.ndarray) -> np.ndarray:
+    """Rows whose exact k-th distance ``kth`` beats every point faiss did not return.
+
+    ``found`` is faiss's own (float32) value of its last candidate. Any other point scored
+    no better in faiss, and faiss's value of a pair is off by at most
+    ``(d + 8) u (‖q‖ + R)²`` for L2 (``(d + 4) u ‖q‖ R`` for an inner product), ``u`` the
+    float32 unit roundoff and ``R`` the largest stored norm: the standard bound for a
+    dot product of length ``d``, plus the norms', the sum's and the query's own rounding to
+    float32, covering both of faiss's paths. Beyond it, a missed point is strictly worse.
+    """
+    d = int(flat.d)
+    q = np.sqrt(np.einsum("nd,nd->n", queries, queries, dtype=np.float64))
+    r = max_norm(flat)
+    slack = 4 * UNIT_ROUNDOFF * np.abs(kth)  # the recomputed distance's own rounding
+    if is_l2(flat):
+        bound = 1.01 * (d + 8) * UNIT_ROUNDOFF * (q + r) ** 2
+        result: np.ndarray = found.astype(np.float64) - bound > kth + slack
+        return result
+    bound = 1.01 * (d + 4) * UNIT_ROUNDOFF * q * r
+    result = found.astype(np.float64) + bound < kth - slack
+    return result
+
+
+def brute_force(flat: Any, queries: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+    """Exact top-``k`` over every stored vector: float64 products in chunks of the database
+    pick ``k`` + 8 candidates per row, whose distances are then recomputed directly."""
+    x, l2 = stored(flat), is_l2(flat)
+    n, m = x.shape[0], queries.shape[0]
+    keep = min(n, k + FLAT_EXTRA_CANDIDATES)
+    q64 = queries.astype(np.float64)
+    qn = np.einsum("nd,nd->n", q64, q64)[:, None]
+    best_d = np.empty((m, 0))
+    best_i = np.empty((m, 0), dtype=np.int64)
+    step = max(1, BRUTE_FORCE_CHUNK // max(1, m))
+    for a in range(0, n, step):
+        y = x[a:a + step].astype(np.float64)
+        score = q64 @ y.T
+        if l2:
+            score = qn + np.einsum("nd,nd->n", y, y)[None, :] - 2 * score
+        else:
+            score = -score
+        ids = np.broadcast_to(np.arange(a, a + y.shape[0]), score.shape)
+        best_d = np.concatenate([best_d, score], axis=1)
+        best_i = np.concatenate([best_i, ids], axis=1)
+        if best_d.shape[1] > keep:
+            part = np.argpartition(best_d, keep - 1, axis=1)[:, :keep]
+            best_d = np.take_along_axis(best_d, part, 1)
+            best_i = np.take_along_axis(best_i, part, 1)
+    exact = distances(queries, x[best_i], l2)
+    return top_k(exact, best_i, k, l2)
+
+
+def candidates(index: Any, k: int) -> int:
+    """How many candidates to ask faiss for: room for the proof on exact indexes; ``k``
+    itself on approximate ones (their recall is what it is; their distances get exact)."""
+    if flat_storage(index) is index:
+        return min(int(index.ntotal), 2 * k + FLAT_EXTRA_CANDIDATES)
+    return k
+
+
+def refined(index: Any, queries: np.ndarray, k: int, nprobe: int, searcher: Any = None,
+            complete: bool = True) -> tuple[np.ndarray, np.ndarray]:
+    """Each prepared query's ``k`` nearest stored points (``k`` ≤ ntotal) with float64
+    squared L2 distances (or inner products), best first, ties by the smaller id.
+
+    ``searcher`` finds the candidates where it is not ``index`` itself (a GPU copy);
+    ``index`` holds the vectors. For an exact index the answer is the exact top-k. IVF rows
+    whose probed lists hold fewer than ``k`` points are searched over every list, unless
+    ``complete`` is false (one shard of an index: the whole decides), which leaves id -1.
+    """
+    l2 = is_l2(index)
+    want = candidates(index, k)
+    finder = index if searcher is None else searcher
+    as_float32 = np.ascontiguousarray(queries, dtype=np.float32)  # what faiss searches with
+    found, ids = (raw_search if complete else faiss_search)(finder, as_float32, want, nprobe)
+    valid = ids >= 0  # a shard's probed lists, or an HNSW graph, may return fewer
+    if valid.all():
+        vectors = vectors_of(index, ids)
+    else:
+        vectors = np.zeros((*ids.shape, int(index.d)), np.float32)
+        vectors[valid] = vectors_of(index, ids[valid])
+    exact = distances(queries, vectors, l2)
+    exact[~valid] = np.inf if l2 else -np.inf
+    dist, top = top_k(exact, ids, k, l2)
+    flat = flat_storage(index)
+    if flat is index and want < int(index.ntotal):
+        unsure = ~proven(flat, queries, found[:, -1], dist[:, -1])
+        if unsure.any():
+            dist[unsure], top[unsure] = brute_force(
+                flat, np.ascontiguousarray(queries[unsure]), k)
+    return dist, top
+
+
+def search(index: Any, queries: np.ndarray, k: int, metric: str, nprobe: int = 5,
+           searcher: Any = None) -> tuple[np.ndarray, np.ndarray]:
+    """The ``k`` nearest index ids of each prepared query, with decision 1's distances
+    (L2: the distance itself; inner product and cosine: the similarity) as float32.
+
+    ``k`` is capped at the points in the index (decision 6); no id is ever -1. ``index``
+    may be a stand-in with ``search_raw`` (an index split over shards) that refines inside.
+    """
+    k = min(k, int(index.ntotal))
+    gpu_copy = getattr(index, "cpu", None)  # a GPU copy stands in: its CPU index has the vectors
+    if gpu_copy is not None:
+        index, searcher = gpu_copy, index
+    if hasattr(index, "search_raw"):
+        dist, ids = index.search_raw(queries, k, nprobe)
+    else:
+        dist, ids = refined(index, queries, k, nprobe, searcher)
+    if metric == "L2":
+        dist = np.sqrt(np.maximum(dist, 0))
+    # Ordered again as reported: points whose float64 distances round to one float32 value
+    # are listed by the smaller id.
+    return top_k(dist.astype(np.float32), ids, k, metric == "L2")
