@@ -9,7 +9,7 @@ import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import numpy as np
 
@@ -22,10 +22,11 @@ from .model import KnnModel, ModelMeta
 from .progress import Progress
 from .reduction import Projection, make_projection
 from .runner import LocalRunner, Runner
-from .sampling import Reservoir, merge, worker_rng, worker_sample_size
+from .sampling import HostSample, KeyedSample, merge, record_ids, worker_sample_size
 from .storage import DataFile
 
 log = logging.getLogger(__name__)
+F = TypeVar("F")
 
 TRAIN, TEST = "train", "test"
 REPLICATED, SHARDED = "FullyReplicated", "ShardedByS3Key"
@@ -67,23 +68,20 @@ def resolve(spec: TrainingJobSpec) -> dict[str, Any]:
     return hp
 
 
-def sample_shard(channel: Channel, files: Sequence[DataFile], hp: Mapping[str, Any],
-                 rank: int = 0, workers: int = 1) -> tuple[np.ndarray, np.ndarray, int]:
-    """Step 2 (per host): stream one host's files into its reservoir.
-
-    Returns the sampled features, labels and the number of records read.
-    """
-    capacity = worker_sample_size(hp["sample_size"], workers, rank)
-    reservoir = Reservoir(capacity, hp["feature_dim"], worker_rng(hp["_seed"], rank))
+def sample_shard(channel: Channel, files: Sequence[DataFile], ordinals: Sequence[int],
+                 hp: Mapping[str, Any], sample: KeyedSample, rank: int = 0) -> HostSample:
+    """Step 2 (per host): stream files (the channel's ``ordinals``-th in sorted key order)
+    into a sample; a record's id, hence its key, is its file's ordinal and its place there."""
+    ordinal_of = {f.uri: o for f, o in zip(files, ordinals)}
     with Progress(f"reading {channel.name}") as progress:
         for block in iter_blocks(channel, hp["feature_dim"], hp["mini_batch_size"],
                                  progress=progress, files=files):
             assert block.labels is not None  # iter_blocks requires labels
-            reservoir.add(block.features, block.labels)
+            ids = record_ids(ordinal_of[block.source], block.first_record, len(block))
+            sample.add(ids, block.features, block.labels)
         log.info("#throughput_metric: host=algo-%d, train throughput=%.2f records/second",
                  rank + 1, progress.rate)
-    feats, labels = reservoir.sample()
-    return feats, labels, reservoir.seen
+    return sample.result()
 
 
 def projection_for(hp: Mapping[str, Any]) -> Projection | None:
@@ -193,8 +191,7 @@ def host_name(rank: int) -> str:
     return f"algo-{rank + 1}"
 
 
-def shard(files: Sequence[DataFile], rank: int, workers: int,
-          distribution: str) -> list[DataFile]:
+def shard(files: Sequence[F], rank: int, workers: int, distribution: str) -> list[F]:
     """Host ``rank``'s files: every ``workers``-th in sorted key order (ShardedByS3Key), or
     all of them (FullyReplicated)."""
     if distribution == SHARDED:
@@ -205,12 +202,30 @@ def shard(files: Sequence[DataFile], rank: int, workers: int,
                        f"{REPLICATED}, {SHARDED}")
 
 
+def host_sample(hp: Mapping[str, Any], distribution: str, rank: int,
+                workers: int) -> KeyedSample:
+    """Host ``rank``'s sample. FullyReplicated: every host reads every record and ranks its
+    key against the whole ``sample_size``, but keeps only its records (stream ordinal
+    ``rank`` mod W), so the W disjoint parts are exactly the one-host sample whatever W.
+    ShardedByS3Key: a host samples its own files into its ``sample_size / W``."""
+    if distribution == REPLICATED:
+        return KeyedSample(hp["sample_size"], hp["feature_dim"], hp["_seed"], rank, workers)
+    return KeyedSample(worker_sample_size(hp["sample_size"], workers, rank),
+                       hp["feature_dim"], hp["_seed"])
+
+
 def sample_host(channel: Channel, files: Sequence[DataFile], hp: Mapping[str, Any], rank: int,
-                workers: int) -> tuple[np.ndarray, np.ndarray, int]:
-    """One host's part of step 2: its files into its reservoir (run on that host)."""
+                workers: int) -> HostSample:
+    """One host's part of step 2 (run on that host), given all the channel's files in
+    sorted key order: its shard of them into its sample."""
+    ordinals = shard(range(len(files)), rank, workers, channel.distribution)
+    mine = [files[o] for o in ordinals]
     if workers > 1:
-        log.info("%s: sampling %d file(s)", host_name(rank), len(files))
-    return sample_shard(channel, files, hp, rank, workers)
+        part = (f", keeping records {rank} mod {workers}"
+                if channel.distribution == REPLICATED else "")
+        log.info("%s: sampling %d file(s)%s", host_name(rank), len(mine), part)
+    return sample_shard(channel, mine, ordinals, hp,
+                        host_sample(hp, channel.distribution, rank, workers), rank)
 
 
 def score_host(model: KnnModel, channel: Channel, files: Sequence[DataFile],
@@ -231,11 +246,10 @@ def run(spec: TrainingJobSpec, runner: Runner | None = None) -> TrainingResult:
     train_files = require_files(train)
     log.info("Using per-worker sample size = %d (number of workers = %d)",
              worker_sample_size(hp["sample_size"], workers, 0), workers)
-    samples = runner.map(sample_host, [
-        (train, shard(train_files, r, workers, train.distribution), hp, r, workers)
-        for r in range(workers)])
-    feats, labels = merge([(f, lab) for f, lab, _ in samples])
-    seen = sum(n for _, _, n in samples)
+    samples = runner.map(sample_host, [(train, train_files, hp, r, workers)
+                                       for r in range(workers)])
+    feats, labels = merge(samples)
+    seen = sum(s.records for s in samples)  # each train record once, whatever W
     log.info("Got reservoir sample: data=%s, labels=%s from %d records read",
              feats.shape, labels.shape, seen)
     if seen == 0:

@@ -51,10 +51,13 @@ def test_sample_size_and_determinism(channel_dir: Path, tmp_path: Path) -> None:
     assert tar_bytes(tmp_path / "a") == tar_bytes(tmp_path / "b")
     assert tar_bytes(tmp_path / "a") != tar_bytes(tmp_path / "c")
     assert a.model.meta.sampling_seed == 0 and c.model.meta.sampling_seed == 1
-    # the sample holds real training rows
-    rows = {tuple(r) for r in X[:2500].astype(np.float32).tolist()}
-    sample = a.model.index.reconstruct_n(0, 10)
-    assert all(tuple(r) in rows for r in sample.tolist())
+    # the sample holds real training rows (the index may hold them shifted by the centre)
+    rows = X[:2500].astype(np.float32).astype(np.float64)
+    sample = a.model.index.reconstruct_n(0, 10).astype(np.float64)
+    center = getattr(a.model, "center", None)
+    sample = sample if center is None else sample + center
+    nearest = ((sample[:, None, :] - rows[None, :, :]) ** 2).sum(axis=2).min(axis=1)
+    assert np.all(nearest < 1e-9)
 
 
 def test_sample_larger_than_data_keeps_everything(channel_dir: Path, tmp_path: Path) -> None:
@@ -112,3 +115,48 @@ def test_channel_rules(channel_dir: Path, tmp_path: Path) -> None:
     with pytest.raises(ChannelError, match=r"Unknown channel\(s\) \['validation'\]"):
         training.run(spec)
     assert not (tmp_path / "model.tar.gz").exists()
+
+
+def hosts_job(root: Path, out: Path, workers: int, distribution: str = "FullyReplicated",
+              **hp: str) -> training.TrainingResult:
+    return training.run(training.TrainingJobSpec(
+        {**HP, "sample_size": "1000", **hp},
+        {"train": Channel("train", str(root / "train"), None, distribution),
+         "test": Channel("test", str(root / "test"))},
+        output_dir=out, threads=1, instance_count=workers))
+
+
+@pytest.mark.parametrize("sample_size", ["1000", "200000"])  # a sample, and every record
+def test_fully_replicated_hosts_build_the_same_model(channel_dir: Path, tmp_path: Path,
+                                                     sample_size: str) -> None:
+    results = [hosts_job(channel_dir, tmp_path / str(w), w, sample_size=sample_size)
+               for w in (1, 2, 3)]
+    assert {r.model.meta.num_points for r in results} == {min(int(sample_size), 2500)}
+    assert {r.metrics["records_read"] for r in results} == {2500}
+    assert {r.metrics["test:accuracy"] for r in results} == {results[0].metrics["test:accuracy"]}
+    assert tar_bytes(tmp_path / "1") == tar_bytes(tmp_path / "2") == tar_bytes(tmp_path / "3")
+    # one host reads its files the same way whichever distribution is named
+    hosts_job(channel_dir, tmp_path / "s", 1, "ShardedByS3Key", sample_size=sample_size)
+    assert tar_bytes(tmp_path / "s") == tar_bytes(tmp_path / "1")
+
+
+def test_fully_replicated_hosts_keep_disjoint_parts(channel_dir: Path) -> None:
+    from openknn.data import require_files
+    from openknn.hyperparameters import parse
+
+    channel = Channel("train", str(channel_dir / "train"))
+    files = require_files(channel)
+    hp = parse({**HP, "sample_size": "1000"})
+    whole = training.sample_host(channel, files, hp, 0, 1)
+    parts = [training.sample_host(channel, files, hp, r, 3) for r in range(3)]
+    ids = np.concatenate([p.ids for p in parts])
+    assert len(ids) == len(np.unique(ids)) == 1000
+    np.testing.assert_array_equal(np.sort(ids), whole.ids)
+    assert [p.records for p in parts] == [834, 833, 833] and whole.records == 2500
+    assert min(len(p.ids) for p in parts) > 250  # each host keeps about a third
+
+
+def test_sample_does_not_depend_on_mini_batch_size(channel_dir: Path, tmp_path: Path) -> None:
+    hosts_job(channel_dir, tmp_path / "a", 1, mini_batch_size="64")
+    hosts_job(channel_dir, tmp_path / "b", 2, mini_batch_size="5000")
+    assert tar_bytes(tmp_path / "a") == tar_bytes(tmp_path / "b")
