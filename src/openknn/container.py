@@ -4,14 +4,18 @@ config files in, model files and the failure file out."""
 from __future__ import annotations
 
 import json
+import logging
 from pathlib import Path
 from typing import Any
 
+from . import artifact
 from .data import Channel
 from .errors import ClientError, DataError
 from .training import TrainingJobSpec
 
 DEFAULT_ROOT = Path("/opt/ml")
+
+log = logging.getLogger(__name__)
 
 
 def _read_json(path: Path, default: Any) -> Any:
@@ -39,7 +43,9 @@ def channels(root: Path, config: dict[str, Any]) -> dict[str, Channel]:
 
 
 def spec_from_root(root: Path = DEFAULT_ROOT, threads: int | None = None) -> TrainingJobSpec:
-    """Read ``input/config/*.json`` into a job that writes ``model/`` (SageMaker tars it)."""
+    """Read ``input/config/*.json`` into a job that writes ``model/`` (SageMaker tars it).
+    The job holds the whole root, so a second job on it fails before it writes anything, its
+    failure file included."""
     config = root / "input" / "config"
     hp = _read_json(config / "hyperparameters.json", {})
     data_config = _read_json(config / "inputdataconfig.json", {})
@@ -54,12 +60,17 @@ def spec_from_root(root: Path = DEFAULT_ROOT, threads: int | None = None) -> Tra
     return TrainingJobSpec(
         hyperparameters=hp, channels=channels(root, data_config),
         model_dir=root / "model", metrics_dir=root / "output" / "data",
-        host=resources.get("current_host", "algo-1"), threads=threads,
+        host=resources.get("current_host", "algo-1"), threads=threads, lock_dir=root,
     )
 
 
 def write_failure(root: Path, reason: str) -> None:
-    """``/opt/ml/output/failure``: its first 1024 characters become the FailureReason."""
-    out = root / "output"
-    out.mkdir(parents=True, exist_ok=True)
-    (out / "failure").write_text(reason + "\n")
+    """``/opt/ml/output/failure``: its first 1024 characters become the FailureReason. Not
+    written while another job holds the root: that job's outcome is not this one's."""
+    try:
+        with artifact.hold_output(root):
+            out = root / "output"
+            out.mkdir(parents=True, exist_ok=True)
+            artifact.atomic_write(out / "failure", reason.encode() + b"\n")
+    except artifact.OutputInUse:
+        log.warning("Not writing %s: another job holds %s", root / "output" / "failure", root)

@@ -10,8 +10,8 @@ from typing import Any
 import numpy as np
 
 from . import index as faiss_index
-from .errors import DataError, ModelError
-from .hyperparameters import PREDICTOR_TYPES
+from .errors import DataError
+from .model_check import meta_fields
 from .predict import predict
 from .reduction import Projection
 from .search import search
@@ -49,24 +49,11 @@ class ModelMeta:
 
     @classmethod
     def from_json(cls, obj: Mapping[str, Any], source: str = "model_algo-1.json") -> ModelMeta:
-        """Read leniently: unknown keys are ignored; required keys and types are checked."""
-        if not isinstance(obj, Mapping):
-            raise ModelError(f"{source}: expected a JSON object, got {type(obj).__name__}")
-        known = {k: v for k, v in obj.items() if k in cls.__dataclass_fields__}
-        for key in ("k", "predictor_type", "feature_dim"):
-            if key not in known:
-                raise ModelError(f"{source}: the required key {key!r} is missing")
-        if "index_dim" not in known:
-            known["index_dim"] = known["feature_dim"]
-        meta = cls(**known)
-        if not isinstance(meta.k, int) or isinstance(meta.k, bool) or meta.k < 1:
-            raise ModelError(f"{source}: 'k' must be a positive integer, got {meta.k!r}")
-        if meta.predictor_type not in PREDICTOR_TYPES:
-            raise ModelError(
-                f"{source}: 'predictor_type' must be one of {list(PREDICTOR_TYPES)}, "
-                f"got {meta.predictor_type!r}"
-            )
-        return meta
+        """Read leniently (unknown keys are ignored, absent optional keys take their defaults)
+        but check every known field's type and range against the hyperparameter table
+        (``openknn.model_check``); a bad one raises ``ModelError`` naming ``source`` and it."""
+        fields = meta_fields(obj, source)
+        return cls(**{k: v for k, v in fields.items() if k in cls.__dataclass_fields__})
 
 
 @dataclass

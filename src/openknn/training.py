@@ -3,10 +3,11 @@ channel and write the model artifact — one named step after another."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, TypeVar
@@ -46,6 +47,7 @@ class TrainingJobSpec:
     host: str = "algo-1"
     threads: int | None = None
     instance_count: int = 1
+    lock_dir: Path | None = None  # held for the whole job; default: each output directory
 
 
 @dataclass
@@ -234,8 +236,43 @@ def score_host(model: KnnModel, channel: Channel, files: Sequence[DataFile],
     return score_shard(model, channel, files, hp)
 
 
+def output_targets(spec: TrainingJobSpec) -> dict[Path, set[str]]:
+    """Each directory the job writes into, with the names it writes there."""
+    out: dict[Path, set[str]] = {}
+    if spec.model_dir is not None:
+        out.setdefault(spec.model_dir, set()).update(artifact.MODEL_FILES)
+    if spec.output_dir is not None:
+        out.setdefault(spec.output_dir, set()).add(MODEL_TAR)
+    metrics_dir = spec.metrics_dir or spec.output_dir
+    if metrics_dir is not None:
+        out.setdefault(metrics_dir, set()).add(METRICS_FILE)
+    return out
+
+
+@contextlib.contextmanager
+def claim_outputs(spec: TrainingJobSpec) -> Iterator[None]:
+    """Step 0: hold the job's output location for the whole job (a second job writing there
+    fails at once) and sweep the temporaries a killed job left in it."""
+    targets = output_targets(spec)
+    held = [spec.lock_dir] if spec.lock_dir is not None else sorted(targets)
+    held = sorted({d.resolve(): d for d in held}.values())  # one lock per directory
+    started = time.time()
+    with contextlib.ExitStack() as stack:
+        for directory in held:
+            stack.enter_context(artifact.hold_output(directory))
+        for directory, names in targets.items():
+            artifact.sweep_temporaries(directory, names, started)
+        yield
+
+
 def run(spec: TrainingJobSpec, runner: Runner | None = None) -> TrainingResult:
-    """Run a whole training job on ``spec.instance_count`` hosts (in process by default)."""
+    """Run a whole training job on ``spec.instance_count`` hosts (in process by default),
+    holding its output location throughout."""
+    with claim_outputs(spec):
+        return _run_job(spec, runner)
+
+
+def _run_job(spec: TrainingJobSpec, runner: Runner | None = None) -> TrainingResult:
     timings: dict[str, float] = {}
     t0 = time.perf_counter()
     hp = resolve(spec)

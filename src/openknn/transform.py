@@ -6,11 +6,13 @@ from __future__ import annotations
 
 import logging
 import struct
+import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import IO
 
+from . import artifact
 from .errors import ClientError, DataError, OpenKnnError
 from .formats.media import RECORDIO
 from .inference import invoke
@@ -120,25 +122,21 @@ def transform_file(model: KnnModel, stream: IO[bytes], out: IO[bytes], spec: Tra
 
 def run(model: KnnModel, input_location: str, output_dir: Path, spec: TransformSpec,
         ) -> list[Path]:
-    """Transform every file of ``input_location`` into ``output_dir/<name>.out``."""
+    """Transform every file of ``input_location`` into ``output_dir/<name>.out``, holding
+    ``output_dir`` throughout (a second job writing there fails at once)."""
     spec.check()
     files = list_channel(input_location)
     if not files:
         raise ClientError(f"Transform input {input_location!r} has no files")
-    output_dir.mkdir(parents=True, exist_ok=True)
+    targets = [output_dir / f"{file.name}.out" for file in files]
     written = []
-    with Progress("transform") as progress:
-        for file in files:
-            target = output_dir / f"{file.name}.out"
-            tmp = target.with_name(f".{target.name}.partial")
-            with open_binary(file) as stream, open(tmp, "wb") as out:
-                try:
-                    transform_file(model, stream, out, spec, file.uri, progress)
-                except BaseException:
-                    out.close()
-                    tmp.unlink(missing_ok=True)
-                    raise
-            tmp.replace(target)  # a failed file leaves no half-written .out
+    started = time.time()
+    with artifact.hold_output(output_dir), Progress("transform") as progress:
+        artifact.sweep_temporaries(output_dir, {t.name for t in targets}, started)
+        for file, target in zip(files, targets):
+            # a failed file leaves no half-written .out (umask honoured, as open() does)
+            with open_binary(file) as stream, artifact.atomic_file(target) as out:
+                transform_file(model, stream, out, spec, file.uri, progress)
             written.append(target)
     log.info("Transformed %d records from %d files in %.1f s", progress.records, len(files),
              progress.elapsed)

@@ -230,3 +230,103 @@ def test_sigterm_leaves_no_model(tmp_path: Path) -> None:
     assert "Stopped; no model was written." in rest and "Traceback" not in rest
     assert not (out / "model.tar.gz").exists()
     assert not out.exists() or not list(out.iterdir())
+
+
+# --- outputs: temporaries of killed jobs swept, one job per output location, the umask ---
+
+def test_kill_9_during_the_write_leaves_a_temporary_the_next_job_sweeps(tmp_path: Path) -> None:
+    write_csv(tmp_path / "train" / "a.csv", X, Y)
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / ".mine.tmp").write_text("a user's file")
+    writer = subprocess.Popen(
+        [sys.executable, "-c", "import sys, time\nfrom pathlib import Path\n"
+         "from openknn import artifact\n"
+         "with artifact.atomic_file(Path(sys.argv[1])) as f:\n"
+         "    f.write(b'x' * 4_000_000); f.flush(); print('writing', flush=True); "
+         "time.sleep(120)\n", str(out / "model.tar.gz")],
+        stdout=subprocess.PIPE, text=True)
+    assert writer.stdout is not None and writer.stdout.readline() == "writing\n"
+    writer.kill()  # kill -9 half-way through the model write
+    writer.wait()
+    [left] = [p for p in out.iterdir() if p.name.startswith(".model.tar.gz.")]
+    assert left.stat().st_size == 4_000_000 and not (out / "model.tar.gz").exists()
+    r = openknn("train", "--train", str(tmp_path / "train"), *HP, "--output-dir", str(out))
+    assert r.returncode == 0, r.stderr
+    assert f"Removed {left} (4000000 bytes), left by a job stopped while writing" in r.stderr
+    assert sorted(p.name for p in out.iterdir()) == [".mine.tmp", "metrics.json",
+                                                     "model.tar.gz"]
+
+
+def test_a_second_job_on_one_output_dir_fails_at_once(tmp_path: Path) -> None:
+    import threading
+    import time
+
+    from openknn import training
+    from openknn.data import Channel
+    from openknn.runner import LocalRunner
+
+    write_csv(tmp_path / "train" / "a.csv", X, Y)
+    out = tmp_path / "out"
+    running, finish = threading.Event(), threading.Event()
+
+    class Held(LocalRunner):  # the first job, stopped in its sampling step
+        def map(self, fn, args):  # type: ignore[no-untyped-def]
+            running.set()
+            finish.wait(60)
+            return super().map(fn, args)
+
+    hp = {"feature_dim": "4", "k": "3", "sample_size": "100", "predictor_type": "classifier"}
+    spec = training.TrainingJobSpec(hp, {"train": Channel("train", str(tmp_path / "train"))},
+                                    output_dir=out)
+    first = threading.Thread(target=training.run, args=(spec, Held()))
+    first.start()
+    try:
+        assert running.wait(60)
+        t0 = time.monotonic()
+        r = openknn("train", "--train", str(tmp_path / "train"), *HP, "--output-dir", str(out))
+        assert_clean_failure(r, out, rf"Output location {out} is in use: another openknn job "
+                                     "is writing there now; wait for it to finish")
+        assert "Adding" not in r.stderr and time.monotonic() - t0 < 30  # before any reading
+    finally:
+        finish.set()
+        first.join(60)
+    assert (out / "model.tar.gz").exists()  # the first job finished normally
+    r = openknn("train", "--train", str(tmp_path / "train"), *HP, "--output-dir", str(out))
+    assert r.returncode == 0, r.stderr  # the location is free again
+
+
+def test_a_second_container_job_on_one_root_writes_nothing(tmp_path: Path) -> None:
+    from openknn import artifact
+
+    root = tmp_path / "ml"
+    (root / "input" / "config").mkdir(parents=True)
+    (root / "input" / "config" / "hyperparameters.json").write_text(json.dumps(
+        {"feature_dim": "4", "k": "3", "sample_size": "100", "predictor_type": "classifier"}))
+    write_csv(root / "input" / "data" / "train" / "train.csv", X, Y)
+    with artifact.hold_output(root):  # a first job on this root, running
+        r = openknn("train", "--sm-root", str(root))
+    assert r.returncode == 1 and "Traceback" not in r.stderr
+    assert r.stderr.strip().splitlines()[-1].startswith(
+        f"ClientError: Output location {root} is in use")
+    # neither a model nor a failure file: the first job's outcome is not this one's
+    assert not (root / "output" / "failure").exists()
+    assert not (root / "model").exists() or not any((root / "model").iterdir())
+    r = openknn("train", "--sm-root", str(root))
+    assert r.returncode == 0, r.stderr
+    assert sorted(p.name for p in (root / "model").iterdir()) == [
+        "model_algo-1", "model_algo-1.json", "model_algo-1.labels"]
+
+
+@pytest.mark.parametrize(("umask", "mode"), [(0o022, 0o644), (0o077, 0o600)],
+                         ids=["umask-022", "umask-077"])
+def test_outputs_honour_the_umask(tmp_path: Path, umask: int, mode: int) -> None:
+    write_csv(tmp_path / "train" / "a.csv", X, Y)
+    out = tmp_path / "out"
+    r = subprocess.run([sys.executable, "-m", "openknn", "train", "--train",
+                        str(tmp_path / "train"), *HP, "--output-dir", str(out)],
+                       capture_output=True, text=True, timeout=120,
+                       preexec_fn=lambda: os.umask(umask))
+    assert r.returncode == 0, r.stderr
+    assert {p.name: p.stat().st_mode & 0o777 for p in out.iterdir()} == {
+        "model.tar.gz": mode, "metrics.json": mode}
