@@ -22,7 +22,7 @@ import numpy as np
 from .index import DIRECT_MAP, faiss_search, raw_search
 
 UNIT_ROUNDOFF = 2.0 ** -24  # float32
-FLAT_EXTRA_CANDIDATES = 8  # beyond 2k: room for the proof to succeed without brute force
+FLAT_EXTRA_CANDIDATES = 8  # beyond k: room for the proof to succeed in faiss's first round
 BRUTE_FORCE_CHUNK = 1 << 22  # float64 distances held at once by the fallback (32 MiB)
 _norms: weakref.WeakKeyDictionary[Any, tuple[int, float]] = weakref.WeakKeyDictionary()
 
@@ -147,12 +147,34 @@ def brute_force(flat: Any, queries: np.ndarray, k: int) -> tuple[np.ndarray, np.
     return top_k(exact, best_i, k, l2)
 
 
-def candidates(index: Any, k: int) -> int:
-    """How many candidates to ask faiss for: room for the proof on exact indexes; ``k``
-    itself on approximate ones (their recall is what it is; their distances get exact)."""
-    if flat_storage(index) is index:
-        return min(int(index.ntotal), 2 * k + FLAT_EXTRA_CANDIDATES)
-    return k
+def candidate_rounds(index: Any, k: int) -> tuple[int, ...]:
+    """How many candidates to ask faiss for, round by round: on an exact index ``k`` + 8
+    (faiss's selection costs grow with the count on small indexes), then ``4k`` + 32 for the
+    rows the first round could not prove; ``k`` itself on approximate indexes (their recall
+    is what it is; their distances get exact)."""
+    if flat_storage(index) is not index:
+        return (k,)
+    n = int(index.ntotal)
+    return tuple(sorted({min(n, k + FLAT_EXTRA_CANDIDATES), min(n, 4 * k + 32)}))
+
+
+def _round(index: Any, finder: Any, queries: np.ndarray, want: int, k: int, nprobe: int,
+           complete: bool) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """faiss's ``want`` candidates of each query, re-ranked: faiss's value of its last
+    candidate, and the exact top-``k`` distances and ids."""
+    l2 = is_l2(index)
+    as_float32 = np.ascontiguousarray(queries, dtype=np.float32)  # what faiss searches with
+    found, ids = (raw_search if complete else faiss_search)(finder, as_float32, want, nprobe)
+    valid = ids >= 0  # a shard's probed lists, or an HNSW graph, may return fewer
+    if valid.all():
+        vectors = vectors_of(index, ids)
+    else:
+        vectors = np.zeros((*ids.shape, int(index.d)), np.float32)
+        vectors[valid] = vectors_of(index, ids[valid])
+    exact = distances(queries, vectors, l2)
+    exact[~valid] = np.inf if l2 else -np.inf
+    dist, top = top_k(exact, ids, k, l2)
+    return found[:, -1], dist, top
 
 
 def refined(index: Any, queries: np.ndarray, k: int, nprobe: int, searcher: Any = None,
@@ -165,26 +187,23 @@ def refined(index: Any, queries: np.ndarray, k: int, nprobe: int, searcher: Any 
     whose probed lists hold fewer than ``k`` points are searched over every list, unless
     ``complete`` is false (one shard of an index: the whole decides), which leaves id -1.
     """
-    l2 = is_l2(index)
-    want = candidates(index, k)
     finder = index if searcher is None else searcher
-    as_float32 = np.ascontiguousarray(queries, dtype=np.float32)  # what faiss searches with
-    found, ids = (raw_search if complete else faiss_search)(finder, as_float32, want, nprobe)
-    valid = ids >= 0  # a shard's probed lists, or an HNSW graph, may return fewer
-    if valid.all():
-        vectors = vectors_of(index, ids)
-    else:
-        vectors = np.zeros((*ids.shape, int(index.d)), np.float32)
-        vectors[valid] = vectors_of(index, ids[valid])
-    exact = distances(queries, vectors, l2)
-    exact[~valid] = np.inf if l2 else -np.inf
-    dist, top = top_k(exact, ids, k, l2)
-    flat = flat_storage(index)
-    if flat is index and want < int(index.ntotal):
-        unsure = ~proven(flat, queries, found[:, -1], dist[:, -1])
-        if unsure.any():
-            dist[unsure], top[unsure] = brute_force(
-                flat, np.ascontiguousarray(queries[unsure]), k)
+    rounds = candidate_rounds(index, k)
+    last, dist, top = _round(index, finder, queries, rounds[0], k, nprobe, complete)
+    if flat_storage(index) is not index:
+        return dist, top
+    n = int(index.ntotal)
+    unsure = np.zeros(len(queries), bool) if rounds[0] >= n else ~proven(
+        index, queries, last, dist[:, -1])
+    for want in rounds[1:]:
+        if not unsure.any():
+            break
+        rows = np.flatnonzero(unsure)
+        sub = np.ascontiguousarray(queries[rows])
+        last, dist[rows], top[rows] = _round(index, finder, sub, want, k, nprobe, complete)
+        unsure[rows] = False if want >= n else ~proven(index, sub, last, dist[rows, -1])
+    if unsure.any():
+        dist[unsure], top[unsure] = brute_force(index, np.ascontiguousarray(queries[unsure]), k)
     return dist, top
 
 
@@ -206,6 +225,8 @@ def search(index: Any, queries: np.ndarray, k: int, metric: str, nprobe: int = 5
         dist, ids = refined(index, queries, k, nprobe, searcher)
     if metric == "L2":
         dist = np.sqrt(np.maximum(dist, 0))
-    # Ordered again as reported: points whose float64 distances round to one float32 value
-    # are listed by the smaller id.
-    return top_k(dist.astype(np.float32), ids, k, metric == "L2")
+    reported = dist.astype(np.float32)
+    if (reported[:, 1:] == reported[:, :-1]).any():
+        # points whose distances round to one float32 value are listed by the smaller id
+        return top_k(reported, ids, k, metric == "L2")
+    return reported, ids
