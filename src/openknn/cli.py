@@ -415,18 +415,21 @@ def endpoints() -> None:
 @endpoints.command(name="list")
 @reports_errors
 def endpoints_list() -> None:
-    """Live endpoints (stale entries of crashed owners are cleaned on the way)."""
+    """Endpoints and their status; entries whose process is gone (a crashed owner) or is not
+    the endpoint are removed on the way, and no process is signalled."""
     from .sdk import endpoints as registry
 
     for info in registry.list_endpoints():
-        click.echo(f"{info.name}\t{info.url}\tpid {info.pid}\t{info.model_data}")
+        click.echo(f"{info.name}\t{info.status}\t{info.url or '-'}\tpid {info.pid or '-'}\t"
+                   f"{info.model_data}")
 
 
 @endpoints.command(name="delete")
 @click.argument("name")
 @reports_errors
 def endpoints_delete(name: str) -> None:
-    """Stop an endpoint and free its port."""
+    """Stop an endpoint and free its port (only a process proven to be that endpoint is
+    signalled)."""
     from .sdk import endpoints as registry
 
     registry.delete(name)

@@ -19,6 +19,7 @@ MAX_BATCH_ROWS = "OPENKNN_MAX_BATCH_ROWS"
 THREADS = "OPENKNN_THREADS"
 NUM_GPUS = "OPENKNN_NUM_GPUS"  # 'auto' or a count, like the _num_gpus hyperparameter
 HOME = "OPENKNN_HOME"  # the SDK's endpoint registry lives under it
+ENDPOINT_TOKEN = "OPENKNN_ENDPOINT_TOKEN"  # a secret per endpoint, set by the SDK's deploy
 CACHE = "OPENKNN_CACHE"  # downloaded data sets
 COVTYPE_URLS = "OPENKNN_COVTYPE_URLS"  # comma-separated; replaces the covtype download URLs
 

@@ -17,7 +17,7 @@ import numpy as np
 import pytest
 
 from openknn import artifact
-from openknn.errors import HyperparameterError
+from openknn.errors import ClientError, HyperparameterError
 from openknn.sdk import (
     KNN,
     CSVSerializer,
@@ -27,6 +27,7 @@ from openknn.sdk import (
     JSONLinesDeserializer,
     JSONLinesSerializer,
     JSONSerializer,
+    KNNModel,
     ModelError,
     RecordDeserializer,
     RecordSerializer,
@@ -185,6 +186,36 @@ def test_endpoint_does_not_outlive_a_crashed_owner(tmp_path: Path) -> None:
         time.sleep(0.1)
     assert not registry.pid_alive(pid)  # the server noticed its owner was gone and exited
     assert list_endpoints() == [] and not entry.exists()  # the stale entry is cleaned
+
+
+def test_deploy_names_are_sagemaker_names_and_unique(tmp_path: Path) -> None:
+    from openknn import index as fi
+    from openknn.model import KnnModel, ModelMeta
+
+    meta = ModelMeta(k=3, predictor_type="classifier", feature_dim=64, index_dim=64,
+                     num_points=300)
+    tar = tmp_path / "model.tar.gz"
+    artifact.write_model_tar(KnnModel(meta, fi.build(X[:300], 3, fi.IndexConfig()), Y[:300]),
+                             tar)
+    home = Path(os.environ["OPENKNN_HOME"])
+    with pytest.raises(ClientError,
+                       match=r"Value '\.\./\.\./x' at 'endpointName' failed to satisfy"):
+        KNNModel(str(tar)).deploy(1, "local", endpoint_name="../../x")
+    assert not (home.parent / "x.json").exists() and not (home / "x.json").exists()
+    predictor = KNNModel(str(tar)).deploy(1, "local", endpoint_name="same",
+                                          serializer=CSVSerializer(),
+                                          deserializer=JSONDeserializer())
+    try:
+        with pytest.raises(ValueError, match=r'^Cannot create already existing endpoint '
+                                             r'"arn:aws:sagemaker:local:000000000000:'
+                                             r'endpoint/same"\.'):
+            KNNModel(str(tar)).deploy(1, "local", endpoint_name="same")
+        assert [info.name for info in list_endpoints()] == ["same"]
+        got = predicted(predictor.predict(X[TEST][:5]))
+        np.testing.assert_array_equal(got, artifact.load(tar).predict(X[TEST][:5]))
+    finally:
+        predictor.delete_endpoint()
+    assert list_endpoints() == [] and not list((home / "endpoints").glob("same*"))
 
 
 @pytest.mark.ray

@@ -35,7 +35,7 @@ class Predictor:
         self.endpoint_name = endpoint_name
         self.serializer = serializer or RecordSerializer()
         self.deserializer = deserializer or BytesDeserializer()
-        self._client = httpx.Client(timeout=TIMEOUT_S)
+        self._client = endpoints.client(TIMEOUT_S)  # loopback: proxy variables ignored
         self._content_type: str | None = None  # SDK v1 notebooks assign these directly
         self._accept: str | None = None
 

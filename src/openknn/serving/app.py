@@ -105,7 +105,10 @@ class Endpoint:
         healthy = self.model is not None
         if healthy and self._health is not None:  # e.g. every shard actor answers
             healthy = await anyio.to_thread.run_sync(self._health)
-        return Response(status_code=200 if healthy else 503)
+        # serving.server.serve sets it for an endpoint started with a token (the SDK's)
+        identify = getattr(request.app.state, "identify", None)
+        headers = identify(request.headers) if identify is not None else None
+        return Response(status_code=200 if healthy else 503, headers=headers)
 
     async def execution_parameters(self, request: Request) -> Response:
         return Response(orjson.dumps({

@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
+import hashlib
+import hmac
 import logging
 import os
+import re
 import threading
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -12,12 +16,34 @@ import uvicorn
 
 from .. import artifact, gpu
 from ..model import KnnModel
-from ..settings import ServingSettings
+from ..settings import ENDPOINT_TOKEN, ServingSettings
 from .app import create_app
 
 log = logging.getLogger(__name__)
 
 CONTAINER_MODEL_DIR = Path("/opt/ml/model")
+# /ping's proof of identity: a client sends a fresh challenge; the endpoint started with a
+# token (ENDPOINT_TOKEN) answers its pid and HMAC-SHA256(token, "challenge:pid").
+CHALLENGE_HEADER, PROOF_HEADER, PID_HEADER = ("X-Openknn-Challenge", "X-Openknn-Proof",
+                                              "X-Openknn-Pid")
+_CHALLENGE = re.compile(r"[0-9A-Za-z]{16,128}")
+
+
+def proof(token: str, challenge: str, pid: int) -> str:
+    """What an endpoint holding ``token`` answers to ``challenge``."""
+    return hmac.new(token.encode(), f"{challenge}:{pid}".encode(), hashlib.sha256).hexdigest()
+
+
+def identity(token: str) -> Callable[[Mapping[str, str]], dict[str, str]]:
+    """The /ping headers proving this process holds ``token`` (none without a challenge)."""
+    def headers(request: Mapping[str, str]) -> dict[str, str]:
+        challenge = request.get(CHALLENGE_HEADER.lower(), "")
+        if not _CHALLENGE.fullmatch(challenge):
+            return {}
+        pid = os.getpid()
+        return {PID_HEADER: str(pid), PROOF_HEADER: proof(token, challenge, pid)}
+
+    return headers
 
 
 def model_location(path: Path) -> Path:
@@ -55,9 +81,11 @@ def _watch_owner(owner_pid: int, server: uvicorn.Server, every: float = 1.0) -> 
 
 
 def serve(path: Path, settings: ServingSettings, owner_pid: int | None = None,
-          shards: int = 1, ray_address: str | None = None) -> None:
+          shards: int = 1, ray_address: str | None = None, token: str | None = None) -> None:
     """Serve until interrupted; a model that fails to load stops the server with its error.
-    With ``shards`` > 1 the index lives in that many Ray actors (``openknn[ray]``)."""
+    With ``shards`` > 1 the index lives in that many Ray actors (``openknn[ray]``). With a
+    ``token`` (default: ``$OPENKNN_ENDPOINT_TOKEN``) /ping proves who it is (``identity``)."""
+    token = os.environ.get(ENDPOINT_TOKEN) if token is None else token
     location = model_location(path)
     backends: list[Any] = []
 
@@ -84,6 +112,8 @@ def serve(path: Path, settings: ServingSettings, owner_pid: int | None = None,
 
     app = create_app(load, settings, on_load_error=stop,
                      health=healthy if shards > 1 else None)
+    if token:
+        app.state.identify = identity(token)
     config.app = app
     if owner_pid is not None:
         _watch_owner(owner_pid, server)
