@@ -44,6 +44,7 @@ class IndexConfig:
 # only picks candidates, whose distances openknn.search recomputes.
 BLAS_MIN_ROWS = 16
 NEVER_BLAS = 1 << 30
+FAISS_BLAS_THRESHOLD = int(faiss.cvar.distance_compute_blas_threshold)  # faiss's default
 DIRECT_MAP = faiss.DirectMap  # type: ignore[attr-defined]  # IVF id -> list position
 _configured = [1]  # the thread count set_threads chose, for threads that search later
 
@@ -86,40 +87,51 @@ def resolve_nlist(nlist: int | str, n: int) -> int:
 
 
 SHIFT_BITS = (24, 16, 12, 8, 4, 2, 1)  # significant bits tried for a column's shift
+PROBE_ROWS = 4096  # rows a shift is tried on before all of them
 
 
-def _round_to_bits(value: float, bits: int) -> float:
-    """``value`` rounded to ``bits`` significant binary digits (a float32 value)."""
-    if value == 0:
-        return 0.0
-    mantissa, exponent = np.frexp(value)
-    return float(np.float32(np.ldexp(np.round(np.ldexp(mantissa, bits)), exponent - bits)))
+def _round_to_bits(values: np.ndarray, bits: int) -> np.ndarray:
+    """``values`` rounded to ``bits`` significant binary digits, as float32 values."""
+    mantissa, exponent = np.frexp(values)
+    rounded: np.ndarray = np.ldexp(np.round(np.ldexp(mantissa, bits)), exponent - bits)
+    return rounded.astype(np.float32).astype(np.float64)
 
 
-def _exact_shift(column: np.ndarray, mean: float) -> float:
-    """The float32 value nearest ``mean`` (with the fewest bits needed) by which every value
-    of a float32 ``column`` shifts exactly in float32, so the shifted index loses nothing;
-    0 where none does."""
-    wide = column.astype(np.float64)
-    for bits in SHIFT_BITS:
-        shift = _round_to_bits(mean, bits)
-        shifted = wide - shift  # exact in float64: both are float32 values
-        if np.array_equal(shifted.astype(np.float32), shifted):
-            return shift
-    return 0.0
+def _shifts_exact(x: np.ndarray, columns: np.ndarray, shift: np.ndarray,
+                  rows: int = 1 << 14) -> np.ndarray:
+    """For each of ``columns``: whether every float32 value minus its ``shift`` is itself a
+    float32 value (checked a block of rows at a time)."""
+    ok = np.ones(len(columns), bool)
+    for a in range(0, x.shape[0], rows):
+        shifted = x[a:a + rows, columns].astype(np.float64) - shift  # exact in float64
+        ok &= (shifted.astype(np.float32) == shifted).all(axis=0)
+    return ok
 
 
 def center_of(vectors: np.ndarray, metric: str) -> np.ndarray | None:
-    """L2's shift (docs/training.md, "Exact search"): per column, about the mean of the
-    vectors as float32, chosen so that each stored vector minus the shift is exact in
-    float32 — distances between shifted vectors are the distances between the vectors
-    themselves, while faiss's float32 search no longer cancels on large magnitudes or
-    offsets. None for inner product and cosine, which are not translation-invariant."""
+    """L2's shift (docs/training.md, "Exact search"): per column, the float32 value nearest
+    the mean, with as few significant bits as needed, by which every stored value shifts
+    exactly in float32 (0 where none does) — distances between shifted vectors are the
+    distances between the vectors themselves, while faiss's float32 search no longer
+    cancels on large magnitudes or offsets. None for inner product and cosine, which are
+    not translation-invariant."""
     if metric != "L2" or vectors.shape[0] == 0:
         return None
     x = np.asarray(vectors, dtype=np.float32)
     mean = x.mean(axis=0, dtype=np.float64)
-    return np.array([_exact_shift(x[:, j], float(mean[j])) for j in range(x.shape[1])])
+    center = np.zeros(x.shape[1])
+    open_ = np.ones(x.shape[1], bool)  # columns without a shift yet
+    for bits in SHIFT_BITS:
+        if not open_.any():
+            break
+        columns = np.flatnonzero(open_)
+        shift = _round_to_bits(mean[columns], bits)
+        probe = _shifts_exact(x[:PROBE_ROWS], columns, shift)  # most misses show early
+        columns, shift = columns[probe], shift[probe]
+        ok = _shifts_exact(x, columns, shift)
+        center[columns[ok]] = shift[ok]
+        open_[columns[ok]] = False
+    return center
 
 
 def prepare(x: np.ndarray, metric: str, dim: int, center: np.ndarray | None = None,
@@ -248,8 +260,11 @@ def faiss_search(index: Any, queries: np.ndarray, k: int, nprobe: int,
     direct scan costs little)."""
     faiss.cvar.distance_compute_blas_threshold = (
         NEVER_BLAS if isinstance(index, faiss.IndexIVF) else BLAS_MIN_ROWS * int(index.d))
-    result: tuple[np.ndarray, np.ndarray] = index.search(queries, k,
-                                                         params=_search_params(index, nprobe))
+    try:
+        result: tuple[np.ndarray, np.ndarray] = index.search(
+            queries, k, params=_search_params(index, nprobe))
+    finally:  # faiss's own setting back: k-means training (IVF, PQ) needs its BLAS path
+        faiss.cvar.distance_compute_blas_threshold = FAISS_BLAS_THRESHOLD
     return result
 
 

@@ -109,8 +109,12 @@ def test_the_data_makes_faiss_float32_path_misstate_distances(case: tuple) -> No
     _, train32, queries32, _ = case
     index = faiss.IndexFlatL2(train32.shape[1])
     index.add(train32)
+    default = faiss.cvar.distance_compute_blas_threshold
     faiss.cvar.distance_compute_blas_threshold = 16 * train32.shape[1]
-    dist, ids = index.search(queries32[:581], K)
+    try:
+        dist, ids = index.search(queries32[:581], K)
+    finally:
+        faiss.cvar.distance_compute_blas_threshold = default
     true = true_distances(train32, queries32[:581], ids)
     error = np.abs(np.sqrt(np.maximum(dist, 0)) - true) / np.maximum(true, 1e-9)
     assert error.max() > 1e-3

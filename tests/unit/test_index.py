@@ -120,3 +120,19 @@ def test_ivf_build_is_deterministic_and_serialises() -> None:
     c = fi.deserialize(fi.serialize(a))
     q = fi.prepare(QUERIES, "L2", 12)
     np.testing.assert_array_equal(knn_search(a, q, 5, "L2")[1], knn_search(c, q, 5, "L2")[1])
+
+
+@pytest.mark.parametrize(("scale", "offset"), [(1.0, 0.0), (1.0, 1e4), (1000.0, 0.0),
+                                               (0.01, -3e5), (1e6, 123.25)])
+def test_center_shifts_every_stored_value_exactly(scale: float, offset: float) -> None:
+    """The L2 shift is about the mean and loses nothing: x - center is exact in float32,
+    so distances between shifted vectors are those between the vectors."""
+    x = (RNG.standard_normal((3000, 7)) * scale + offset).astype(np.float32)
+    x[:, 3] = np.round(x[:, 3])  # an integer column
+    center = fi.center_of(x, "L2")
+    assert center is not None and center.shape == (7,)
+    shifted = x.astype(np.float64) - center
+    np.testing.assert_array_equal(shifted.astype(np.float32), shifted)
+    if offset and abs(offset) > 10 * scale:  # a column far from 0 is shifted near its mean
+        assert (np.abs(center - x.mean(axis=0, dtype=np.float64)) < 4 * scale).all()
+    assert fi.center_of(x, "INNER_PRODUCT") is None and fi.center_of(x, "COSINE") is None
