@@ -24,6 +24,7 @@ from .index import DIRECT_MAP, faiss_search, raw_search
 UNIT_ROUNDOFF = 2.0 ** -24  # float32
 FLAT_EXTRA_CANDIDATES = 8  # beyond k: room for the proof to succeed in faiss's first round
 BRUTE_FORCE_CHUNK = 1 << 22  # float64 distances held at once by the fallback (32 MiB)
+RERANK_CHUNK = 1 << 20  # vector coordinates gathered at once for re-ranking (8 MiB float64)
 _norms: weakref.WeakKeyDictionary[Any, tuple[int, float]] = weakref.WeakKeyDictionary()
 
 
@@ -143,8 +144,7 @@ def brute_force(flat: Any, queries: np.ndarray, k: int) -> tuple[np.ndarray, np.
             part = np.argpartition(best_d, keep - 1, axis=1)[:, :keep]
             best_d = np.take_along_axis(best_d, part, 1)
             best_i = np.take_along_axis(best_i, part, 1)
-    exact = distances(queries, x[best_i], l2)
-    return top_k(exact, best_i, k, l2)
+    return top_k(exact_distances(flat, queries, best_i, l2), best_i, k, l2)
 
 
 def candidate_rounds(index: Any, k: int) -> tuple[int, ...]:
@@ -165,16 +165,29 @@ def _round(index: Any, finder: Any, queries: np.ndarray, want: int, k: int, npro
     l2 = is_l2(index)
     as_float32 = np.ascontiguousarray(queries, dtype=np.float32)  # what faiss searches with
     found, ids = (raw_search if complete else faiss_search)(finder, as_float32, want, nprobe)
-    valid = ids >= 0  # a shard's probed lists, or an HNSW graph, may return fewer
-    if valid.all():
-        vectors = vectors_of(index, ids)
-    else:
-        vectors = np.zeros((*ids.shape, int(index.d)), np.float32)
-        vectors[valid] = vectors_of(index, ids[valid])
-    exact = distances(queries, vectors, l2)
-    exact[~valid] = np.inf if l2 else -np.inf
-    dist, top = top_k(exact, ids, k, l2)
+    dist, top = top_k(exact_distances(index, queries, ids, l2), ids, k, l2)
     return found[:, -1], dist, top
+
+
+def exact_distances(index: Any, queries: np.ndarray, ids: np.ndarray, l2: bool,
+                    ) -> np.ndarray:
+    """``distances`` of each query to its stored points ``ids`` (n, c), -1 as the worst
+    value, a few rows at a time so the gathered vectors stay small (10,000 queries x 784
+    dimensions would otherwise gather a gigabyte)."""
+    out = np.empty(ids.shape)
+    d = int(index.d)
+    step = max(1, RERANK_CHUNK // max(1, ids.shape[1] * d))
+    for a in range(0, ids.shape[0], step):
+        part = ids[a:a + step]
+        valid = part >= 0  # a shard's probed lists, or an HNSW graph, may return fewer
+        if valid.all():
+            vectors = vectors_of(index, part)
+        else:
+            vectors = np.zeros((*part.shape, d), np.float32)
+            vectors[valid] = vectors_of(index, part[valid])
+        out[a:a + step] = distances(queries[a:a + step], vectors, l2)
+        out[a:a + step][~valid] = np.inf if l2 else -np.inf
+    return out
 
 
 def refined(index: Any, queries: np.ndarray, k: int, nprobe: int, searcher: Any = None,
