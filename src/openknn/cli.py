@@ -212,6 +212,21 @@ def hyperparameters_cmd(markdown: bool) -> None:
 @click.option("--gpus", default=None, metavar="auto|N",
               help="Search on a GPU (faiss GPU build): auto uses one where faiss sees one, "
                    "0 never (default: OPENKNN_NUM_GPUS, else auto).")
+@click.option("--max-connections", type=click.IntRange(min=1), default=None,
+              help="Open connections at most, kept under ulimit -n; an idle one is closed to "
+                   "make room (default: OPENKNN_MAX_CONNECTIONS, else 512).")
+@click.option("--max-header-kb", type=click.IntRange(min=1), default=None,
+              help="Largest request head in KiB, else 431 (default: OPENKNN_MAX_HEADER_KB, "
+                   "else 16).")
+@click.option("--header-timeout-s", type=click.FloatRange(min=0, min_open=True), default=None,
+              help="Seconds a connection has to send its request head (default: "
+                   "OPENKNN_HEADER_TIMEOUT_S, else 5).")
+@click.option("--body-timeout-s", type=click.FloatRange(min=0, min_open=True), default=None,
+              help="Seconds the whole request body has to arrive, else 408 (default: "
+                   "OPENKNN_BODY_TIMEOUT_S, else 30).")
+@click.option("--keep-alive-s", type=click.IntRange(min=1), default=None,
+              help="Seconds an idle connection stays open between requests (default: "
+                   "OPENKNN_KEEP_ALIVE_S, else 5).")
 @click.option("--owner-pid", type=int, default=None, hidden=True,
               help="Exit when this process ends (set by the SDK's deploy).")
 @click.option("--shards", type=int, default=1, show_default=True,
@@ -224,7 +239,8 @@ def hyperparameters_cmd(markdown: bool) -> None:
 def serve(model: str | None, host: str | None, port: int | None,
           max_payload_mb: float | None, batch_window_ms: float | None,
           max_batch_rows: int | None, threads: int | None, gpus: str | None,
-          owner_pid: int | None, shards: int, replicas: int, ray_address: str | None) -> None:
+          owner_pid: int | None, shards: int, replicas: int, ray_address: str | None,
+          **limits: float | None) -> None:
     """Serve a model over HTTP (SageMaker's endpoint). Without MODEL: /opt/ml/model."""
     from . import settings as serving_settings
     from .errors import ClientError
@@ -235,7 +251,8 @@ def serve(model: str | None, host: str | None, port: int | None,
         host=host or ("0.0.0.0" if container else "127.0.0.1"), port=port,
         max_payload_mb=max_payload_mb, batch_window_ms=batch_window_ms,
         max_batch_rows=max_batch_rows, threads=threads,
-        gpus=None if gpus is None else serving_settings.parse_gpus(gpus, "--gpus"))
+        gpus=None if gpus is None else serving_settings.parse_gpus(gpus, "--gpus"),
+        **limits)  # --max-connections ... --keep-alive-s
     path = Path(model) if model else server.CONTAINER_MODEL_DIR
     if shards < 1 or replicas < 1:
         raise ClientError(f"--shards {shards} / --replicas {replicas}: give 1 or more")
@@ -278,7 +295,9 @@ def serve(model: str | None, host: str | None, port: int | None,
 @reports_errors
 def invoke(model: str, content_type: str, accept: str, input_path: str | None) -> None:
     """Answer one request through the endpoint's app, without opening a port."""
-    from starlette.testclient import TestClient
+    import asyncio
+
+    import httpx
 
     from . import artifact
     from .errors import ClientError
@@ -286,9 +305,14 @@ def invoke(model: str, content_type: str, accept: str, input_path: str | None) -
 
     body = Path(input_path).read_bytes() if input_path else sys.stdin.buffer.read()
     app = create_app(artifact.load(model))
-    with TestClient(app) as client:
-        response = client.post("/invocations", content=body,
-                               headers={"Content-Type": content_type, "Accept": accept})
+
+    async def post() -> httpx.Response:  # in process, with the app's startup and shutdown
+        async with app.router.lifespan_context(app), httpx.AsyncClient(
+                transport=httpx.ASGITransport(app=app), base_url="http://openknn") as client:
+            return await client.post("/invocations", content=body, headers={
+                "Content-Type": content_type, "Accept": accept})
+
+    response = asyncio.run(post())
     if response.status_code != 200:
         message = response.json()["error"]["message"]
         raise ClientError(f"HTTP {response.status_code}: {message}")

@@ -60,6 +60,12 @@ class PayloadTooLarge(ClientError, ValueError):
     status = 413
 
 
+class RequestTimeout(ClientError, TimeoutError):
+    """A request body that did not all arrive in time."""
+
+    status = 408
+
+
 class MissingExtraError(OpenKnnError, ImportError):
     """An optional extra (``[s3]``, ``[ray]``, ``[gpu]``) is needed but not installed."""
 

@@ -6,8 +6,17 @@ from __future__ import annotations
 import numpy as np
 
 from .errors import DataError
-from .formats.codec import Predictions, ResponseType, decode, encode, negotiate, request_media
-from .formats.media import parse_media_type
+from .formats.codec import (
+    Predictions,
+    RequestType,
+    ResponseType,
+    count_param,
+    decode,
+    encode,
+    negotiate,
+    request_type,
+)
+from .formats.media import shown
 from .index import HNSW, IVF_TYPES
 from .model import KnnModel
 from .predict import predict
@@ -22,18 +31,26 @@ def check_rows(features: np.ndarray, source: str = "<body>") -> None:
                         "beyond float32 range); send finite numbers")
 
 
-def parse_request(model: KnnModel, body: bytes, content_type: str | None,
-                  source: str = "<body>") -> np.ndarray:
-    """A checked float32 feature matrix from a request body."""
-    media, params = request_media(content_type)
-    features = decode(body, media, params, model.meta.feature_dim, source)
+def check_request(model: KnnModel, content_type: str | None) -> tuple[RequestType, int | None]:
+    """The request's checked Content-Type and its search knob (cheap: no body is read)."""
+    request = request_type(content_type, model.meta.feature_dim)
+    return request, _knob(model, request)
+
+
+def parse_request(model: KnnModel, body: bytes, content_type: str | RequestType | None,
+                  source: str = "<body>", quick: bool = False) -> np.ndarray:
+    """A checked float32 feature matrix from a request body. ``quick``: the formats' fast
+    paths only, raising ``formats.NotQuick`` where the body needs more (the server's event
+    loop decodes small bodies so, and the rest in a worker thread)."""
+    request = (content_type if isinstance(content_type, RequestType)
+               else request_type(content_type, model.meta.feature_dim))
+    features = decode(body, request, model.meta.feature_dim, source, quick)
     if features.shape[0] == 0:
         raise DataError(f"{source}: the request holds no records; send at least one row")
     check_rows(features, source)
     return features
 
 
-KNOB_PARAMS = ("nprobe", "ef_search", "efsearch")
 # By index type, not by the index object: a model may search through a stand-in (Ray
 # shards, a GPU copy) that is no faiss IVF or HNSW index itself.
 KNOBS = {**{t: "nprobe" for t in IVF_TYPES}, HNSW: "efSearch"}
@@ -42,31 +59,30 @@ MAX_EF_SEARCH = 4096
 
 def knob_override(model: KnnModel, content_type: str | None) -> int | None:
     """A per-request ``nprobe=`` (IVF) or ``ef_search=`` (HNSW) Content-Type parameter."""
-    _, params = parse_media_type(content_type or "")
-    given = [(name, params[name]) for name in KNOB_PARAMS if name in params]
-    if not given:
+    return _knob(model, request_type(content_type, model.meta.feature_dim))
+
+
+def _knob(model: KnnModel, request: RequestType) -> int | None:
+    if request.knob is None:
         return None
-    name, raw = given[0]
-    if not raw.isdigit() or int(raw) < 1:
-        raise DataError(f"Content-Type parameter {name}={raw!r} must be a positive integer")
-    value = int(raw)
+    name, raw = request.knob
     knob = KNOBS.get(model.meta.index_type)
     if knob is None:
-        raise DataError(f"Content-Type parameter {name}={value}: the model's "
+        raise DataError(f"Content-Type parameter {name}={shown(raw)}: the model's "
                         f"{model.meta.index_type} index is exact and has no search-time knob; "
                         "drop the parameter")
     if knob == "nprobe":
-        nlist = int(model.meta.faiss_index_ivf_nlists or model.index.nlist)
         if name != "nprobe":
             raise DataError(f"Content-Type parameter {name}: an IVF index takes nprobe=")
-        if value > nlist:
-            raise DataError(f"nprobe={value} is larger than the index's nlist={nlist}; give "
-                            f"1 to {nlist}")
-    elif name == "nprobe":
-        raise DataError("Content-Type parameter nprobe: an HNSW index takes ef_search=")
-    elif value > MAX_EF_SEARCH:
-        raise DataError(f"ef_search={value} is larger than {MAX_EF_SEARCH}; give 1 to "
-                        f"{MAX_EF_SEARCH}")
+        high = int(model.meta.faiss_index_ivf_nlists or model.index.nlist)
+        limit = f"the index's nlist={high}"
+    else:
+        if name == "nprobe":
+            raise DataError("Content-Type parameter nprobe: an HNSW index takes ef_search=")
+        high, limit = MAX_EF_SEARCH, str(MAX_EF_SEARCH)
+    value = count_param(name, raw, 1, 2**31 - 1, f"give 1 to {high}")
+    if value > high:
+        raise DataError(f"{name}={value} is larger than {limit}; give 1 to {high}")
     return value
 
 
@@ -80,6 +96,6 @@ def invoke(model: KnnModel, body: bytes, content_type: str | None,
            accept: str | None) -> tuple[bytes, ResponseType]:
     """One whole request in process: the response body and its negotiated type."""
     response = negotiate(accept)
-    features = parse_request(model, body, content_type)
-    knob = knob_override(model, content_type)
+    request, knob = check_request(model, content_type)
+    features = parse_request(model, body, request)
     return encode(infer(model, features, knob), response), response

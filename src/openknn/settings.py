@@ -18,6 +18,12 @@ BATCH_WINDOW_MS = "OPENKNN_BATCH_WINDOW_MS"
 MAX_BATCH_ROWS = "OPENKNN_MAX_BATCH_ROWS"
 THREADS = "OPENKNN_THREADS"
 NUM_GPUS = "OPENKNN_NUM_GPUS"  # 'auto' or a count, like the _num_gpus hyperparameter
+# connection limits and timeouts (docs/serving.md, "Connection limits and timeouts")
+MAX_CONNECTIONS = "OPENKNN_MAX_CONNECTIONS"
+MAX_HEADER_KB = "OPENKNN_MAX_HEADER_KB"
+HEADER_TIMEOUT_S = "OPENKNN_HEADER_TIMEOUT_S"
+BODY_TIMEOUT_S = "OPENKNN_BODY_TIMEOUT_S"
+KEEP_ALIVE_S = "OPENKNN_KEEP_ALIVE_S"
 HOME = "OPENKNN_HOME"  # the SDK's endpoint registry lives under it
 ENDPOINT_TOKEN = "OPENKNN_ENDPOINT_TOKEN"  # a secret per endpoint, set by the SDK's deploy
 CACHE = "OPENKNN_CACHE"  # downloaded data sets
@@ -39,6 +45,13 @@ class ServingSettings:
     batch_strategy: str = "MULTI_RECORD"
     max_concurrent_transforms: int = 1
     gpus: int | str = "auto"  # search on a GPU copy of the index (openknn.gpu)
+    # open connections at most (lowered to stay under ``ulimit -n``); a request head's size
+    # and deadline; the whole body's deadline; how long an idle kept-alive connection stays
+    max_connections: int = 512
+    max_header_kb: int = 16
+    header_timeout_s: float = 5.0
+    body_timeout_s: float = 30.0
+    keep_alive_s: int = 5
 
     def with_(self, **changes: Any) -> ServingSettings:
         """A copy with the non-None ``changes`` applied (CLI options over the environment)."""
@@ -56,6 +69,15 @@ def _number(env: Mapping[str, str], name: str, cast: type, default: Any) -> Any:
                           f"{cast.__name__}; unset it or give a number") from None
     if value < 0:
         raise ClientError(f"Environment variable {name}={raw!r} must not be negative")
+    return value
+
+
+def _limit(env: Mapping[str, str], name: str, cast: type, default: Any) -> Any:
+    """A limit or timeout: a finite number above zero."""
+    value = _number(env, name, cast, default)
+    if not 0 < value < float("inf"):
+        raise ClientError(f"Environment variable {name}={env.get(name)!r} must be a number "
+                          "above 0")
     return value
 
 
@@ -84,4 +106,9 @@ def from_env(env: Mapping[str, str] | None = None) -> ServingSettings:
         max_concurrent_transforms=_number(env, MAX_CONCURRENT_TRANSFORMS, int,
                                           d.max_concurrent_transforms),
         gpus=parse_gpus(env[NUM_GPUS], NUM_GPUS) if env.get(NUM_GPUS) else d.gpus,
+        max_connections=_limit(env, MAX_CONNECTIONS, int, d.max_connections),
+        max_header_kb=_limit(env, MAX_HEADER_KB, int, d.max_header_kb),
+        header_timeout_s=_limit(env, HEADER_TIMEOUT_S, float, d.header_timeout_s),
+        body_timeout_s=_limit(env, BODY_TIMEOUT_S, float, d.body_timeout_s),
+        keep_alive_s=_limit(env, KEEP_ALIVE_S, int, d.keep_alive_s),
     )

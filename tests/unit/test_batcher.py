@@ -105,3 +105,106 @@ def test_abandoned_request_releases_the_wait() -> None:
         return time.perf_counter() - t0
 
     assert asyncio.run(main()) < 0.5
+
+
+def test_window_expiry_starts_the_batch() -> None:
+    """A request still being read when the window ends does not hold the batch: the wait times
+    out (``asyncio.TimeoutError``, not the builtin one before Python 3.11) and the search runs."""
+    async def main() -> tuple[Predictions, float]:
+        batcher = MicroBatcher(Recorder(), window_s=0.05)
+        batcher.start()
+        batcher.arriving()  # a slow request that never submits within the window
+        t0 = time.perf_counter()
+        answer = await asyncio.wait_for(request(batcher, 3.0), 5)
+        elapsed = time.perf_counter() - t0
+        await batcher.stop()
+        return answer, elapsed
+
+    answer, elapsed = asyncio.run(main())
+    assert answer.predicted.tolist() == [3.0]
+    assert 0.04 <= elapsed < 2
+
+
+def test_unexpected_error_in_the_loop_fails_its_requests_and_the_loop_goes_on() -> None:
+    calls: list[int] = []
+
+    def on_batch(rows: int) -> None:  # e.g. a metrics hook that breaks once
+        calls.append(rows)
+        if len(calls) == 1:
+            raise ValueError("metrics broke")
+
+    async def main() -> None:
+        batcher = MicroBatcher(Recorder(), on_batch=on_batch)
+        batcher.start()
+        with pytest.raises(ValueError, match="metrics broke"):
+            await asyncio.wait_for(request(batcher, 1.0), 5)  # bounded: today it hangs
+        assert (await asyncio.wait_for(request(batcher, 2.0), 5)).predicted.tolist() == [2.0]
+        await batcher.stop()
+
+    asyncio.run(main())
+
+
+def test_a_broken_queue_fails_every_pending_request_then_recovers(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    async def main() -> None:
+        batcher = MicroBatcher(Recorder(), window_s=0.05)
+        real_take = batcher._take
+        broken = [True]
+
+        def take() -> list:  # type: ignore[type-arg]
+            if broken[0]:
+                broken[0] = False
+                raise IndexError("queue broke")
+            return real_take()
+
+        monkeypatch.setattr(batcher, "_take", take)
+        batcher.start()
+        failed = await asyncio.wait_for(asyncio.gather(
+            request(batcher, 1.0), request(batcher, 2.0), return_exceptions=True), 5)
+        assert [type(f) for f in failed] == [IndexError, IndexError]
+        assert (await asyncio.wait_for(request(batcher, 3.0), 5)).predicted.tolist() == [3.0]
+        await batcher.stop()
+
+    asyncio.run(main())
+
+
+def test_the_app_answers_500_and_keeps_serving_after_a_loop_error(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """Through the endpoint: the request caught by the error gets a 500 with the error shape,
+    the next one its prediction."""
+    import httpx
+
+    from openknn import index as fi
+    from openknn.model import KnnModel, ModelMeta
+    from openknn.serving import batcher as batcher_module
+    from openknn.serving.app import create_app
+
+    x = np.random.default_rng(0).standard_normal((20, 3)).astype(np.float32)
+    meta = ModelMeta(k=1, predictor_type="regressor", feature_dim=3, index_dim=3,
+                     index_type="faiss.Flat", num_points=20)
+    model = KnnModel(meta, fi.build(x, 1, fi.IndexConfig(index_type="faiss.Flat")),
+                     np.arange(20, dtype=np.float32))
+    real_split = batcher_module.split
+    broken = [True]
+
+    def split(predictions: Predictions, sizes: list[int]) -> list[Predictions]:
+        if broken[0]:
+            broken[0] = False
+            raise RuntimeError("split broke")
+        return real_split(predictions, sizes)
+
+    monkeypatch.setattr(batcher_module, "split", split)
+    body = ",".join(str(v) for v in x[5]).encode()
+
+    async def main() -> list[httpx.Response]:
+        app = create_app(model)
+        async with app.router.lifespan_context(app), httpx.AsyncClient(
+                transport=httpx.ASGITransport(app=app), base_url="http://endpoint") as client:
+            return [await asyncio.wait_for(client.post(  # bounded: today the first hangs
+                "/invocations", content=body, headers={"Content-Type": "text/csv"}), 5)
+                for _ in range(2)]
+
+    first, second = asyncio.run(main())
+    assert first.status_code == 500 and first.json()["error"]["code"] == 500
+    assert second.status_code == 200
+    assert second.json()["predictions"][0]["predicted_label"] == 5.0

@@ -10,8 +10,16 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from openknn.errors import DataError
-from openknn.formats.csv import MEDIA_TYPE, encode_csv, iter_csv_blocks, parse_csv
+from openknn.errors import DataError, UnsupportedMediaType
+from openknn.formats import NotQuick
+from openknn.formats.csv import (
+    MAX_LABEL_SIZE,
+    MEDIA_TYPE,
+    encode_csv,
+    iter_csv_blocks,
+    parse_csv,
+    text_codec,
+)
 
 SHARED_DATA = Path(__file__).resolve().parents[3] / "shared" / "data"
 ROWS = np.array([[1, 2, 3, 4], [5, 6, 7, 8], [9, 10, 11, 12]], np.float32)
@@ -300,8 +308,48 @@ def test_invalid_utf8_in_a_file_is_a_bad_value(tmp_path):
 
 
 def test_unknown_charset():
-    with pytest.raises(DataError, match=r"unknown charset 'klingon'"):
+    with pytest.raises(UnsupportedMediaType, match=r"charset='klingon' is an unknown charset"):
         parse_csv(b"1,2", encoding="klingon")
+
+
+@pytest.mark.parametrize("charset", ["hex", "rot13", "base64", "zlib", "utf-7",
+                                     "unicode_escape", "raw_unicode_escape", "idna",
+                                     "punycode", "undefined", "../encodings/hex", "x" * 41])
+def test_charsets_that_are_no_text_encoding_are_415(charset):
+    """Issue 10: these were LookupError or UnicodeError (500), or decoded to surrogates."""
+    with pytest.raises(UnsupportedMediaType, match=r"send the body as utf-8"):
+        parse_csv(b"+2AA-,1", encoding=charset)
+
+
+def test_text_charsets_by_any_of_their_names():
+    assert {text_codec(n) for n in ("latin-1", "ISO-8859-1", "l1", "latin1")} == {"iso8859-1"}
+    assert text_codec("UTF8") == text_codec("utf_8") == "utf-8"
+    assert text_codec("windows-1252") == "cp1252"
+
+
+def test_lone_surrogates_in_a_utf16_body_are_data_errors():
+    body = "1,\ud800".encode("utf-16-le", "surrogatepass")
+    with pytest.raises(DataError, match=r"record 1: the body is not valid utf-16-le"):
+        parse_csv(body, encoding="utf-16-le")
+
+
+def test_label_size_is_bounded_before_any_column_is_made():
+    """Issue 10: label_size=1000000 built a million columns (28.5 s, 5.7 GB)."""
+    with pytest.raises(DataError, match=rf"label_size=1000000 is more than the {MAX_LABEL_SIZE} "
+                                        r"leading label columns"):
+        parse_csv(b"1,2\n", label_size=1_000_000, feature_dim=1)
+    with pytest.raises(DataError, match=r"label_size=101 is more than the 100 leading"):
+        parse_csv(b"1,2\n", label_size=101, feature_dim=100)  # feature_dim, if larger
+    features, labels = parse_csv(b",".join([b"7"] * 65) + b"\n", label_size=64, feature_dim=1)
+    assert features.tolist() == [[7.0]] and labels.shape == (1, 64)
+
+
+def test_quick_parse_leaves_the_error_search_to_the_full_parse():
+    assert parse_csv(b"1,2\n3,4\n", feature_dim=2, quick=True)[0].tolist() == [[1, 2], [3, 4]]
+    with pytest.raises(NotQuick):
+        parse_csv(b"1,2\n3,x\n", feature_dim=2, quick=True)
+    with pytest.raises(DataError, match=r"record 2, column 2: expected a number, found 'x'"):
+        parse_csv(b"1,2\n3,x\n", feature_dim=2)
 
 
 def test_label_size_leaves_no_feature():

@@ -8,6 +8,7 @@ import orjson
 import pytest
 
 from openknn.errors import DataError
+from openknn.formats import NotQuick
 from openknn.formats.json import (
     MEDIA_TYPES,
     encode_json,
@@ -341,3 +342,25 @@ def test_parse_predictions_inverts_encode():
 def test_parse_predictions_errors(body, message):
     with pytest.raises(DataError, match=message):
         parse_predictions_json(body)
+
+
+@pytest.mark.parametrize("body", [
+    b'{"instances": [{"features": [1, "\\ud800"]}]}',  # a lone surrogate escape
+    '{"instances": [{"features": [1, "\udcff"]}]}'.encode("utf-8", "surrogatepass"),
+])
+def test_surrogates_are_data_errors(body: bytes) -> None:
+    with pytest.raises(DataError, match=r"<body>: (not valid JSON|line 1: the body is not valid"
+                                        r" UTF-8)"):
+        parse_json(body, 2)
+
+
+def test_quick_parse_leaves_the_checked_path_to_the_full_parse() -> None:
+    good = request({"features": [1, 2]}, {"features": [3, 4]})
+    assert parse_json(good, 2, quick=True).tolist() == [[1, 2], [3, 4]]
+    bad = request({"features": [1, 2]}, {"features": [3, "4"]})
+    with pytest.raises(NotQuick):
+        parse_json(bad, 2, quick=True)
+    with pytest.raises(NotQuick):
+        parse_jsonlines(b'{"features": [1, 2]}\n{"features": [true, 2]}', 2, quick=True)
+    with pytest.raises(DataError, match=r"instance 2, feature 2: expected a number"):
+        parse_json(bad, 2)

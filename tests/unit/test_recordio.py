@@ -12,7 +12,7 @@ import pytest
 from google.protobuf import descriptor_pb2, descriptor_pool, message_factory
 
 from openknn.errors import DataError
-from openknn.formats import _protobuf_wire, recordio
+from openknn.formats import _protobuf_wire, _record_batch, recordio
 from openknn.formats.recordio import (
     MAGIC,
     Record,
@@ -424,7 +424,12 @@ def test_sparse_errors() -> None:
 
 
 def _general_only(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Neither the dense template nor the lock-step batch decoder: the runtime, per record."""
     monkeypatch.setattr(_protobuf_wire.DenseLayout, "of", classmethod(lambda cls, f, p: None))
+    monkeypatch.setattr(_record_batch, "decode", lambda raw, start, end, dim, has_label:
+                        _record_batch.Batch(np.zeros(start.size, bool),
+                                            np.zeros((0, dim), np.float32),
+                                            np.zeros(0, np.float32) if has_label else None))
 
 
 def _streams() -> dict[str, bytes]:

@@ -21,8 +21,9 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.csv as pacsv
 
-from ..errors import DataError
-from .media import CSV
+from ..errors import DataError, UnsupportedMediaType
+from . import NotQuick
+from .media import CSV, shown
 
 MEDIA_TYPE = CSV
 
@@ -36,6 +37,21 @@ _FIRST_RECORD = re.compile(rb"[^\r\n]+")  # pyarrow skips empty lines, so record
 _ARROW_BLOCK = 1 << 20  # pyarrow's parse unit: a 16 MiB block splits over both cores
 _READ_ERRORS = (OSError, EOFError, zlib.error, pa.ArrowException)
 _NO_HEADER = "openknn's CSV has no header row and every field must be a number"
+# label_size columns cost as much to parse as feature columns: a request may name up to
+# this many (or feature_dim, if larger), never a million (decision in docs/serving.md).
+MAX_LABEL_SIZE = 64
+# Text encodings a body may be sent in (Python's codec names): the ASCII-compatible
+# single-byte sets, UTF-16/32 and the common CJK sets. Not the bytes-to-bytes codecs (hex,
+# base64, zlib, rot13), nor those that produce surrogates or are not charsets at all
+# (utf-7, unicode_escape, idna, punycode).
+TEXT_CHARSETS = frozenset({
+    "ascii", "utf-8", "utf-8-sig", "utf-16", "utf-16-le", "utf-16-be", "utf-32",
+    "utf-32-le", "utf-32-be", *(f"iso8859-{i}" for i in (*range(1, 12), *range(13, 17))),
+    *(f"cp{i}" for i in (437, 850, 852, 866, *range(1250, 1259))), "koi8-r", "koi8-u",
+    "mac-roman", "shift_jis", "cp932", "euc_jp", "gb2312", "gbk", "gb18030", "big5",
+    "cp949", "cp950", "euc_kr",
+})
+_CHARSET_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._:-]{0,39}")
 
 
 @dataclass(frozen=True)
@@ -94,9 +110,11 @@ def parse_csv(
     feature_dim: int | None = None,
     source: str = "<body>",
     encoding: str = "utf-8",
+    quick: bool = False,
 ) -> tuple[Matrix, Matrix | None]:
     """Parse one in-memory body (a request) into ``(features, labels)``; ``labels`` is None
-    when ``label_size`` is 0. ``encoding`` is the Content-Type's charset."""
+    when ``label_size`` is 0. ``encoding`` is the Content-Type's charset. ``quick``: raise
+    NotQuick instead of searching for the record that fails (a few parses more)."""
     _check_sizes(label_size, feature_dim, source)
     data = _as_utf8(body, encoding, source)
     layout = (
@@ -110,6 +128,8 @@ def parse_csv(
     try:
         table = _read_table(data, layout.columns)
     except pa.ArrowException as exc:
+        if quick:
+            raise NotQuick from exc
         raise _locate_error(data, layout, source=source, first_record=0, cause=exc) from exc
     return _to_matrices(table, label_size)
 
@@ -223,16 +243,28 @@ def _strip_bom(data: bytes) -> bytes:
     return data.removeprefix(_BOM)
 
 
+def text_codec(charset: str) -> str:
+    """Python's name for a Content-Type ``charset`` that is a text encoding openknn reads
+    (:data:`TEXT_CHARSETS`), or UnsupportedMediaType (415) naming it."""
+    name = None
+    if _CHARSET_NAME.fullmatch(charset):
+        try:
+            name = codecs.lookup(charset).name
+        except LookupError:
+            pass
+    if name not in TEXT_CHARSETS:
+        kind = "an unknown charset" if name is None else "not a text encoding openknn reads"
+        raise UnsupportedMediaType(
+            f"Content-Type charset={shown(charset)} is {kind}; send the body as utf-8 "
+            "(charset=utf-8, the default) or, for text/csv, name its real text encoding "
+            "(ascii, latin-1, cp1252, utf-16, shift_jis, ...)")
+    return name
+
+
 def _as_utf8(body: bytes, encoding: str, source: str) -> bytes:
     """The body as UTF-8 bytes without a byte-order mark, for pyarrow."""
-    try:
-        codec = codecs.lookup(encoding).name
-    except LookupError:
-        raise DataError(
-            f"{source}: record 1: unknown charset {encoding!r} in the Content-Type; "
-            "send the body as utf-8 (text/csv; charset=utf-8)"
-        ) from None
-    if codec == "utf-8" and body.isascii():  # the common case: nothing to decode
+    codec = text_codec(encoding)
+    if codec in ("utf-8", "ascii", "utf-8-sig") and body.isascii():  # nothing to decode
         return body
     try:
         text = body.decode(codec)
@@ -243,7 +275,15 @@ def _as_utf8(body: bytes, encoding: str, source: str) -> bytes:
             "encode the body as that charset, or name its real charset in the Content-Type "
             "(text/csv; charset=...)"
         ) from exc
-    return _strip_bom(body) if codec == "utf-8" else text.lstrip("\ufeff").encode("utf-8")
+    if codec == "utf-8":  # valid UTF-8 holds no surrogates
+        return _strip_bom(body)
+    try:
+        return text.lstrip("\ufeff").encode("utf-8")
+    except UnicodeEncodeError as exc:  # a lone surrogate decoded from UTF-16 / UTF-32
+        raise DataError(
+            f"{source}: the body decodes as {encoding} to a lone surrogate "
+            f"({text[exc.start]!r}), which is no character; send text, as utf-8"
+        ) from None
 
 
 def _record_at(data: bytes, offset: int) -> int:
@@ -257,10 +297,20 @@ def _record_at(data: bytes, offset: int) -> int:
 # --- parsing ---------------------------------------------------------------------------
 
 
+def max_label_size(feature_dim: int | None) -> int:
+    """The most leading label columns a body may declare."""
+    return max(MAX_LABEL_SIZE, feature_dim or 0)
+
+
 def _check_sizes(label_size: int, feature_dim: int | None, source: str) -> None:
     if label_size < 0:
         raise DataError(f"{source}: label_size must be 0 or more, got {label_size}; "
                         "set it to the number of leading label columns")
+    if label_size > max_label_size(feature_dim):
+        raise DataError(f"{source}: label_size={label_size} is more than the "
+                        f"{max_label_size(feature_dim)} leading label columns a record may "
+                        "have; label_size is the number of label columns before the features "
+                        "(usually 0 or 1): fix it or drop the parameter")
     if feature_dim is not None and feature_dim < 1:
         raise DataError(f"{source}: feature_dim must be at least 1, got {feature_dim}; "
                         "set it to the number of feature columns")

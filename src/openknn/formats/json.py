@@ -13,6 +13,7 @@ import numpy.typing as npt
 import orjson
 
 from ..errors import DataError
+from . import NotQuick
 from .media import JSON, JSONLINES
 
 MEDIA_TYPES = (JSON, JSONLINES)
@@ -32,11 +33,13 @@ _MAX_SIZE = 2**31  # a sparse shape beyond this is not a feature vector (and gua
 # --- requests -----------------------------------------------------------------------------
 
 
-def parse_json(body: bytes, feature_dim: int | None, *, source: str = "<body>") -> Matrix:
+def parse_json(body: bytes, feature_dim: int | None, *, source: str = "<body>",
+               quick: bool = False) -> Matrix:
     """``{"instances": [instance, ...]}`` to a float32 ``(n, d)`` matrix. Each instance is
     ``{"features": [...]}`` or ``{"data": {"features": {"values": [...]}}}`` (with ``keys``
     and ``shape``: sparse, densified with zeros); other keys are ignored. ``feature_dim``
-    None takes ``d`` from the first instance. Numbers beyond float32 become ±inf."""
+    None takes ``d`` from the first instance. Numbers beyond float32 become ±inf. ``quick``:
+    raise NotQuick where the one-``np.asarray`` path does not apply."""
     _check_dim(feature_dim, source)
     data = _bytes(body)
     doc = _loads(data, source, None, _JSON_HINT)
@@ -47,10 +50,11 @@ def parse_json(body: bytes, feature_dim: int | None, *, source: str = "<body>") 
         raise DataError(f'{source}: expected a JSON object {{"instances": [...]}}, found '
                         f"{found}; {_JSON_HINT}")
     return _matrix(instances, feature_dim, source, lambda i: f"instance {i + 1}", data,
-                   _JSON_HINT)
+                   _JSON_HINT, quick)
 
 
-def parse_jsonlines(body: bytes, feature_dim: int | None, *, source: str = "<body>") -> Matrix:
+def parse_jsonlines(body: bytes, feature_dim: int | None, *, source: str = "<body>",
+                    quick: bool = False) -> Matrix:
     """One instance object per line (forms as in :func:`parse_json`) to a float32 ``(n, d)``
     matrix; blank lines are skipped, ``\\r\\n`` and a missing final newline are fine."""
     _check_dim(feature_dim, source)
@@ -62,7 +66,7 @@ def parse_jsonlines(body: bytes, feature_dim: int | None, *, source: str = "<bod
             instances.append(_loads(line, source, number, _LINES_HINT))
             numbers.append(number)
     return _matrix(instances, feature_dim, source, lambda i: f"line {numbers[i]}", data,
-                   _LINES_HINT)
+                   _LINES_HINT, quick)
 
 
 def _check_dim(feature_dim: int | None, source: str) -> None:
@@ -104,7 +108,7 @@ def _no_instances(source: str, hint: str, empty: str = "no instances") -> DataEr
 
 
 def _matrix(instances: list[Any], feature_dim: int | None, source: str, label: Label,
-            body: bytes, hint: str) -> Matrix:
+            body: bytes, hint: str, quick: bool = False) -> Matrix:
     """Every instance's features as one float32 matrix: the common all-number, same-length
     case goes through one ``np.asarray``; otherwise each row is checked to name the fault."""
     if not instances:
@@ -119,6 +123,8 @@ def _matrix(instances: list[Any], feature_dim: int | None, source: str, label: L
     rows += [_row(x, i, dim, expected, source, label) for i, x in enumerate(instances[1:], 1)]
     matrix = _fast_matrix(rows, dim, body)
     if matrix is None:
+        if quick:
+            raise NotQuick
         _check_rows(rows, dim, expected, source, label)
         matrix = np.array(rows, np.float64)
     with np.errstate(over="ignore"):  # beyond float32: inf, which the server rejects by row

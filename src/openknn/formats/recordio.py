@@ -13,6 +13,7 @@ import numpy as np
 from google.protobuf.message import DecodeError
 
 from ..errors import DataError
+from . import NotQuick, _record_batch
 from . import _protobuf_wire as wire
 from .media import RECORDIO
 
@@ -25,6 +26,11 @@ _HEADER = struct.Struct("<II")
 _MAGIC_BYTES = _HEADER.pack(MAGIC, 0)[:4]
 _MAX_LENGTH = (1 << 29) - 1  # dmlc keeps the top 3 bits of the length word for cflag
 _WRITE_BYTES = 16 << 20  # how much of an array the writers encode at a time
+_BATCH_RECORDS, _BATCH_BYTES = 32768, 1 << 20  # records decoded together in lock step
+# Records of one request that may take the protobuf runtime's per-record path (about 10 us
+# each): those not laid out as the SDKs write them. More is refused, so that a 6 MB body
+# of odd records cannot cost seconds of CPU. Training data has no such bound.
+REQUEST_GENERAL_RECORDS = 1000
 
 
 @dataclass(eq=False)
@@ -317,60 +323,129 @@ def encode_label_records(columns: dict[str, np.ndarray]) -> bytes:
 # ---------------------------------------------------------------- training data to arrays
 
 
+def _plain_length(buf: Buffer, pos: int) -> int | None:
+    """The payload length of the record at ``pos`` if it is one whole, padded part."""
+    if pos + 8 > len(buf):
+        return None
+    magic, length = _HEADER.unpack_from(buf, pos)
+    if magic != MAGIC or length > _MAX_LENGTH or pos + 8 + length + (-length % 4) > len(buf):
+        return None
+    return int(length)
+
+
+def _frames(raw: np.ndarray, pos: int) -> tuple[np.ndarray, np.ndarray, int]:
+    """The starts and payload lengths of the whole, padded, one-part records from ``pos`` on
+    (up to a batch of them), and the position after the last: the headers are found as
+    magic words in a window of the buffer, and the chain of lengths from ``pos`` is followed
+    over them."""
+    window = raw[pos:pos + _BATCH_BYTES + 8]
+    words = window[:window.size // 4 * 4].view("<u4")
+    heads = np.flatnonzero(words[:-1] == MAGIC)
+    lengths = words[heads + 1].astype(np.int64)
+    after = pos + 4 * (heads + 2) + lengths + (-lengths % 4)  # each record's padded end
+    if not heads.size or heads[0] != 0:
+        return np.zeros(0, np.int64), np.zeros(0, np.int64), pos
+    whole = (lengths <= _MAX_LENGTH) & (after <= raw.size)
+    slot = np.full(words.size + 1, -1)  # the header at each word, if any
+    slot[heads] = np.arange(heads.size)
+    successor = np.where(whole, slot[np.minimum((after - pos) // 4, words.size)], -2)
+    # Records one after the other are the rule; a magic word inside a payload is a header
+    # the chain skips, followed one step at a time from the first.
+    breaks = np.flatnonzero(successor != np.arange(1, heads.size + 1))
+    i = together = min(int(breaks[0]) if breaks.size else heads.size, _BATCH_RECORDS)
+    chain: list[int] = []
+    if i < heads.size and together < _BATCH_RECORDS:
+        steps = successor.tolist()
+        while i >= 0 and steps[i] != -2 and together + len(chain) < _BATCH_RECORDS:
+            chain.append(i)
+            i = steps[i]
+    picked = np.concatenate([np.arange(together), np.array(chain, np.int64)]).astype(np.int64)
+    if not picked.size:
+        return np.zeros(0, np.int64), np.zeros(0, np.int64), pos
+    return pos + 4 * heads[picked], lengths[picked], int(after[picked[-1]])
+
+
 class _FeatureDecoder:
     """RecordIO bytes to float32 feature rows and labels, one per stream: it keeps the record
     count, the feature dimension and whether records carry labels across calls."""
 
-    def __init__(self, feature_dim: int | None, source: str, first_record: int) -> None:
+    def __init__(self, feature_dim: int | None, source: str, first_record: int,
+                 general_limit: int | None = None, quick: bool = False) -> None:
         self.dim, self.dim_given = feature_dim, feature_dim is not None
         self.source, self.count = source, first_record
         self.has_label: bool | None = None
         self.message = wire.record_class()()
         self.skip = self.backoff = 0  # probe less where runs keep failing (sparse, mixed)
+        self.general_left = general_limit
+        self.general_limit = general_limit
+        self.quick = quick  # the dense template path only, else NotQuick
+        self.pieces: list[tuple[np.ndarray, np.ndarray | None]] = []
+        self.rows: list[np.ndarray] = []
+        self.labels: list[float] = []
 
     def decode(self, buf: Buffer, final: bool) -> tuple[np.ndarray, np.ndarray | None, int]:
         """Features and labels of the complete records in ``buf``, and the bytes they span.
-        Each record decoded one at a time is a template: the run of records after it that
-        match it byte for byte outside the values is read in one go."""
-        with np.errstate(over="ignore"):  # float64 beyond float32 range becomes inf, and
-            return self._decode(buf, final)  # the caller's finiteness check names the record
-
-    def _decode(self, buf: Buffer, final: bool) -> tuple[np.ndarray, np.ndarray | None, int]:
-        raw = np.frombuffer(buf, np.uint8)
-        pieces: list[tuple[np.ndarray, np.ndarray | None]] = []
-        rows: list[np.ndarray] = []
-        labels: list[float] = []
-        pos = 0
-        while pos < raw.size:
-            got = _split(buf, pos, _where(self.source, self.count + 1), final)
-            if got is None:
-                break
-            payload, end, plain = got
-            self._general(payload, rows, labels)
-            layout = self._layout(raw[pos:end], payload) if plain else None
-            pos = end
-            run = self._run_length(raw, pos, layout) if layout is not None else 0
-            if layout is not None and run:
-                pieces += [self._stack(rows, labels)]
-                rows, labels = [], []
-                stride = layout.template.size
-                pieces.append(layout.extract(raw[pos:pos + run * stride].reshape(run, stride)))
-                pos, self.count = pos + run * stride, self.count + run
-        pieces = [p for p in [*pieces, self._stack(rows, labels)] if p[0].shape[0]]
+        A record decoded one at a time is a template: the run of records after it that match
+        it byte for byte outside the values is read in one go. Other records are decoded
+        a batch at a time in lock step (``_record_batch``), and the rest one at a time."""
+        self.pieces, self.rows, self.labels = [], [], []
+        with np.errstate(over="ignore", invalid="ignore"):  # beyond float32: inf; NaNs stay;
+            pos = self._decode(buf, final)  # the caller's finiteness check names the record
+            pieces = [p for p in [*self.pieces, self._stack()] if p[0].shape[0]]
+        self.pieces, self.rows, self.labels = [], [], []
         features = [f for f, _ in pieces] or [np.zeros((0, self.dim or 0), np.float32)]
         label_arrays = [np.zeros(0, np.float32)] + [lab for _, lab in pieces if lab is not None]
         return (features[0] if len(features) == 1 else np.concatenate(features),
                 np.concatenate(label_arrays) if self.has_label else None, pos)
 
-    def _stack(self, rows: list[np.ndarray], labels: list[float]) -> tuple[np.ndarray, np.ndarray]:
-        features = np.array(rows, np.float32).reshape(len(rows), self.dim or 0)
-        return features, np.array(labels, np.float32)
+    def _decode(self, buf: Buffer, final: bool) -> int:
+        raw = np.frombuffer(buf, np.uint8)
+        pos = 0
+        while pos < raw.size:
+            length = _plain_length(buf, pos)
+            if length is None and self.quick:
+                raise NotQuick
+            if length is None:  # a multi-part, damaged or cut record: the general path says which
+                got = _split(buf, pos, _where(self.source, self.count + 1), final)
+                if got is None:
+                    break
+                payload, pos, _ = got
+                self._general(payload)
+                continue
+            first_end = pos + 8 + length + (-length % 4)
+            layout = self._layout(raw[pos:first_end], buf, pos, length)
+            if layout is None and self.quick:
+                raise NotQuick
+            if layout is None:
+                starts, lengths, stop = _frames(raw, pos)
+                self._batch(raw, starts, lengths)
+                pos = stop
+                continue
+            self._general(bytes(buf[pos + 8:pos + 8 + length]))
+            pos = first_end
+            run = self._run_length(raw, pos, layout)
+            if run:
+                stride = layout.template.size
+                self._add(layout.extract(raw[pos:pos + run * stride].reshape(run, stride)))
+                pos, self.count = pos + run * stride, self.count + run
+        return pos
 
-    def _layout(self, framed: np.ndarray, payload: bytes) -> wire.DenseLayout | None:
+    def _add(self, piece: tuple[np.ndarray, np.ndarray | None]) -> None:
+        if self.rows:
+            self.pieces.append(self._stack())
+            self.rows, self.labels = [], []
+        self.pieces.append(piece)
+
+    def _stack(self) -> tuple[np.ndarray, np.ndarray]:
+        features = np.array(self.rows, np.float32).reshape(len(self.rows), self.dim or 0)
+        return features, np.array(self.labels, np.float32)
+
+    def _layout(self, framed: np.ndarray, buf: Buffer, pos: int,
+                length: int) -> wire.DenseLayout | None:
         if self.skip:
             self.skip -= 1
             return None
-        layout = wire.DenseLayout.of(framed, payload)
+        layout = wire.DenseLayout.of(framed, bytes(buf[pos + 8:pos + 8 + length]))
         if layout is None:
             self._back_off(False)
         return layout
@@ -384,15 +459,47 @@ class _FeatureDecoder:
         self._back_off(done > 0)
         return done
 
-    def _general(self, payload: bytes, rows: list[np.ndarray], labels: list[float]) -> None:
+    def _batch(self, raw: np.ndarray, starts: np.ndarray, lengths: np.ndarray) -> None:
+        """Decode records in lock step; those it leaves, one at a time in their place."""
+        begin = starts + 8
+        end = begin + lengths
+        if begin.size and (self.dim is None or self.has_label is None):
+            self._general(raw[begin[0]:end[0]].tobytes())  # the first record sets both
+            begin, end = begin[1:], end[1:]
+        if not begin.size:
+            return
+        assert self.dim is not None and self.has_label is not None
+        batch = _record_batch.decode(raw, begin, end, self.dim, self.has_label)
+        done = previous = 0  # rows of the batch used; the record after the last one left
+        for record in [*np.flatnonzero(~batch.ok).tolist(), begin.size]:
+            size = record - previous
+            if size:
+                labels = None if batch.labels is None else batch.labels[done:done + size]
+                self._add((batch.features[done:done + size], labels))
+                done, self.count = done + size, self.count + size
+            if record < begin.size:
+                self._general(raw[begin[record]:end[record]].tobytes())
+            previous = record + 1
+
+    def _general(self, payload: bytes) -> None:
         """Decode one record with the protobuf runtime, appending its row and label."""
         where = _where(self.source, self.count + 1)
+        if self.general_left is not None:
+            self.general_left -= 1
+            if self.general_left < 0:
+                raise DataError(
+                    f"{where}: more than {self.general_limit} records of this request are not "
+                    "laid out as the SageMaker SDK writes them (features['values'] first, then "
+                    "an optional one-number label['values'], nothing else), and each would "
+                    "take the slow per-record path; write the records with the SDK's "
+                    "RecordSerializer (or openknn.formats.recordio.write_dense / "
+                    "write_sparse), or send fewer per request")
         msg = _parse(self.message, payload, where)
         if "values" not in msg.features:
             raise DataError(f"{where}: the record has no features['values'] tensor; every "
                             "record needs its feature vector under the key 'values'")
-        rows.append(self._dense(_tensor(msg.features["values"], f"{where}: features['values']"),
-                                where))
+        self.rows.append(self._dense(_tensor(msg.features["values"],
+                                             f"{where}: features['values']"), where))
         present = "values" in msg.label
         if self.has_label is None:
             self.has_label = present
@@ -405,7 +512,7 @@ class _FeatureDecoder:
             if values.size != 1:
                 raise DataError(f"{where}: label['values'] holds {values.size} values; a label "
                                 "is one number")
-            labels.append(float(values[0]))
+            self.labels.append(float(values[0]))
         self.count += 1
 
     def _dense(self, tensor: Tensor, where: str) -> np.ndarray:
@@ -440,12 +547,17 @@ class _FeatureDecoder:
 
 
 def decode_features(buf: Buffer, feature_dim: int | None, *, source: str = "<body>",
-                    first_record: int = 0) -> tuple[np.ndarray, np.ndarray | None]:
+                    first_record: int = 0, general_limit: int | None = None,
+                    quick: bool = False) -> tuple[np.ndarray, np.ndarray | None]:
     """Float32 features ``(n, d)`` from ``features["values"]`` (sparse ones densified) and
     float32 labels ``(n,)`` from ``label["values"]``, None where no record has one.
     ``feature_dim`` None takes it from the first record; ``first_record`` records come before
-    ``buf`` in its source (for the record numbers in errors)."""
-    features, labels, _ = _FeatureDecoder(feature_dim, source, first_record).decode(buf, True)
+    ``buf`` in its source (for the record numbers in errors). ``general_limit`` bounds how
+    many records may need the protobuf runtime's per-record path (a request's cost bound:
+    :data:`REQUEST_GENERAL_RECORDS`); None: no bound. ``quick``: raise NotQuick unless the
+    records are one run of same-layout dense ones (the path that costs microseconds)."""
+    decoder = _FeatureDecoder(feature_dim, source, first_record, general_limit, quick)
+    features, labels, _ = decoder.decode(buf, True)
     return features, labels
 
 

@@ -93,7 +93,7 @@ class MicroBatcher:
             self._wake.clear()
             try:
                 await asyncio.wait_for(self._wake.wait(), remaining)
-            except TimeoutError:
+            except asyncio.TimeoutError:  # not the builtin TimeoutError before Python 3.11
                 return
 
     def _take(self) -> list[_Job]:
@@ -113,28 +113,44 @@ class MicroBatcher:
         return taken
 
     async def _run(self) -> None:
-        loop = asyncio.get_running_loop()
+        """Supervised: an unexpected error fails the requests it touched (the app answers
+        them 500) and the loop goes on, so no later request waits forever."""
         while True:
             await self._wake.wait()
             self._wake.clear()
             while self._pending:
-                await self._gather()
-                jobs = self._take()
-                live = [j for j in jobs if not j.future.cancelled()]
-                if not live:
-                    continue
-                features = (live[0].features if len(live) == 1
-                            else np.concatenate([j.features for j in live]))
-                if self._on_batch is not None:
-                    self._on_batch(features.shape[0])
+                jobs: list[_Job] = []
                 try:
-                    result = await loop.run_in_executor(self._executor, self._search,
-                                                        features, live[0].nprobe)
-                except Exception as exc:  # delivered to every request of the batch
-                    for job in live:
-                        if not job.future.done():
-                            job.future.set_exception(exc)
-                    continue
-                for job, part in zip(live, split(result, [j.features.shape[0] for j in live])):
-                    if not job.future.done():
-                        job.future.set_result(part)
+                    await self._gather()
+                    jobs = self._take()
+                    await self._answer(jobs)
+                except Exception as exc:
+                    self._fail(jobs, exc)
+
+    def _fail(self, jobs: list[_Job], exc: Exception) -> None:
+        """Deliver ``exc`` to ``jobs``, or to every pending job when none was taken yet (the
+        queue itself may be what is broken)."""
+        if not jobs:
+            jobs, self._pending = self._pending, []
+        live = [job for job in jobs if not job.future.done()]
+        for job in live:
+            job.future.set_exception(exc)
+        if not live:
+            log.error("Micro-batcher error with no request left to answer: %r", exc)
+
+    async def _answer(self, jobs: list[_Job]) -> None:
+        """One search for the live ``jobs``; each gets its rows' answers (an error, the
+        search's own included, goes to ``_fail``)."""
+        live = [j for j in jobs if not j.future.cancelled()]
+        if not live:
+            return
+        features = (live[0].features if len(live) == 1
+                    else np.concatenate([j.features for j in live]))
+        if self._on_batch is not None:
+            self._on_batch(features.shape[0])
+        loop = asyncio.get_running_loop()
+        result = await loop.run_in_executor(self._executor, self._search, features,
+                                            live[0].nprobe)
+        for job, part in zip(live, split(result, [j.features.shape[0] for j in live])):
+            if not job.future.done():
+                job.future.set_result(part)

@@ -1,4 +1,5 @@
-"""The endpoint's Prometheus metrics: requests and errors by status, rows, latency, batches."""
+"""The endpoint's Prometheus metrics: requests and errors by status, rows, latency, batches,
+and clients that went away before their request was read."""
 
 from __future__ import annotations
 
@@ -25,6 +26,10 @@ class EndpointMetrics:
                                  buckets=LATENCY_BUCKETS, registry=self.registry)
         self.batch_rows = Histogram("openknn_batch_rows", "Rows per faiss search (micro-batch)",
                                     buckets=BATCH_BUCKETS, registry=self.registry)
+        self.disconnects = Counter("openknn_client_disconnects",
+                                   "Invocations whose client disconnected before its body was "
+                                   "read (not errors: nobody is left to answer)",
+                                   registry=self.registry)
 
     def observe(self, status: int, rows: int, seconds: float) -> None:
         self.requests.labels(status=str(status)).inc()
@@ -32,6 +37,9 @@ class EndpointMetrics:
             self.errors.labels(status=str(status)).inc()
         self.rows.inc(rows)
         self.latency.observe(seconds)
+
+    def disconnected(self) -> None:
+        self.disconnects.inc()
 
     def render(self) -> bytes:
         return bytes(generate_latest(self.registry))

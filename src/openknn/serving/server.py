@@ -17,6 +17,7 @@ import uvicorn
 from .. import artifact, gpu
 from ..model import KnnModel
 from ..settings import ENDPOINT_TOKEN, ServingSettings
+from . import connections
 from .app import create_app
 
 log = logging.getLogger(__name__)
@@ -104,7 +105,8 @@ def serve(path: Path, settings: ServingSettings, owner_pid: int | None = None,
         return all(b.healthy() for b in backends)
 
     config = uvicorn.Config(None, host=settings.host, port=settings.port,  # type: ignore[arg-type]
-                            log_level="info", access_log=False, lifespan="on")
+                            log_level="info", access_log=False, lifespan="on",
+                            **connections.uvicorn_options(settings))
     server = uvicorn.Server(config)
 
     def stop(exc: BaseException) -> None:

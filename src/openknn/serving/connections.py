@@ -1,0 +1,182 @@
+"""Connection limits and timeouts for uvicorn's httptools protocol: a cap on open connections
+(under the file-descriptor limit; an idle connection is closed to make room for a new one), a
+bound on the request head's size and a deadline for it, and no reuse of a connection whose
+response went out before its request body was read."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import resource
+from dataclasses import dataclass
+from typing import Any, ClassVar
+
+from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
+
+from ..settings import ServingSettings
+
+log = logging.getLogger(__name__)
+
+RESERVED_FDS = 64  # for the model files, logs, the event loop and threads; measured use: 16
+HEAD_END = b"\r\n\r\n"
+WARN_EVERY_S = 10.0  # the log line for refused connections, at most this often
+
+
+@dataclass(frozen=True)
+class Limits:
+    """``max_connections`` open at once, a request head of at most ``max_header_bytes``
+    that must be complete ``header_timeout_s`` after the connection (or its next request)
+    starts."""
+
+    max_connections: int
+    max_header_bytes: int
+    header_timeout_s: float
+
+
+def connection_cap(requested: int, nofile: int | None = None) -> int:
+    """``requested``, lowered to stay under the soft RLIMIT_NOFILE (``ulimit -n``) with
+    room for the server's own files, so a flood of connections never runs it out of fds."""
+    if nofile is None:
+        nofile = resource.getrlimit(resource.RLIMIT_NOFILE)[0]
+    if nofile == resource.RLIM_INFINITY or nofile <= 0:
+        return requested
+    return max(1, min(requested, nofile - min(RESERVED_FDS, nofile // 2)))
+
+
+def uvicorn_options(settings: ServingSettings) -> dict[str, Any]:
+    """``uvicorn.Config`` keywords for ``settings``' limits (uvicorn's own where it has one)."""
+    cap = connection_cap(settings.max_connections)
+    if cap < settings.max_connections:
+        log.info("At most %d connections (ulimit -n is %d)", cap,
+                 resource.getrlimit(resource.RLIMIT_NOFILE)[0])
+    header_bytes = settings.max_header_kb * 1024
+    return {"http": protocol_class(Limits(cap, header_bytes, settings.header_timeout_s)),
+            "timeout_keep_alive": settings.keep_alive_s,
+            "h11_max_incomplete_event_size": header_bytes}
+
+
+def protocol_class(limits: Limits) -> type[LimitedHttpToolsProtocol]:
+    """The protocol class to give ``uvicorn.Config(http=...)``."""
+    return type("LimitedHttpToolsProtocol", (LimitedHttpToolsProtocol,), {"limits": limits})
+
+
+def _reply(status: int, reason: str, message: str) -> bytes:
+    body = message.encode()
+    return (f"HTTP/1.1 {status} {reason}\r\ncontent-type: text/plain; charset=utf-8\r\n"
+            f"content-length: {len(body)}\r\nconnection: close\r\n\r\n").encode() + body
+
+
+TOO_MANY = _reply(503, "Service Unavailable", "Too many connections; retry shortly")
+HEAD_TOO_LARGE = _reply(431, "Request Header Fields Too Large",
+                        "The request head is over the header size limit")
+HEAD_TIMEOUT = _reply(408, "Request Timeout", "The request head did not arrive in time")
+
+
+class LimitedHttpToolsProtocol(HttpToolsProtocol):
+    """uvicorn's httptools protocol with the limits it lacks: it holds a connection that sends
+    nothing (or half a head) forever and reads a head of any size."""
+
+    limits: ClassVar[Limits]
+    _warned_at: ClassVar[float] = float("-inf")
+
+    def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
+        super().connection_made(transport)
+        self._idle_since = self.loop.time()  # no request in flight since then
+        self._busy = False
+        self._in_head = True  # the next bytes belong to a request head
+        self._head_bytes = 0
+        self._head_tail = b""  # the last 3 bytes, in case the blank line spans two reads
+        self._head_timer: asyncio.TimerHandle | None = None
+        self._arm_head_timer()
+        self._make_room()
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self._cancel_head_timer()
+        super().connection_lost(exc)
+
+    def data_received(self, data: bytes) -> None:
+        if self._in_head and not self._count_head(data):
+            self._refuse(HEAD_TOO_LARGE)
+            return
+        super().data_received(data)  # also stops uvicorn's keep-alive timer
+        if not self._busy:  # a head begun, or bytes that are no request yet: a deadline
+            self._arm_head_timer()  # (a whole request in one read costs no timer)
+
+    def on_headers_complete(self) -> None:
+        self._in_head, self._head_bytes, self._head_tail = False, 0, b""
+        self._busy = True
+        self._cancel_head_timer()
+        super().on_headers_complete()
+
+    def on_message_complete(self) -> None:
+        super().on_message_complete()
+        self._in_head = True
+
+    def on_response_complete(self) -> None:
+        cycle = self.cycle
+        if not self.pipeline and cycle is not None and cycle.more_body:
+            # answered before its body was read (413, a body timeout): the rest of the body
+            # would stall or be misread, so the connection ends here
+            self.transport.close()
+        super().on_response_complete()
+        self._busy = self.cycle is not None and not self.cycle.response_complete
+        self._idle_since = self.loop.time()
+
+    # -- the head: its size and its deadline
+
+    def _count_head(self, data: bytes) -> bool:
+        """Add the head's part of ``data``; False once the head is over the limit."""
+        window = self._head_tail + data if self._head_tail else data
+        end = window.find(HEAD_END)
+        used = len(data) if end < 0 else max(0, end + len(HEAD_END) - len(self._head_tail))
+        self._head_bytes += used
+        self._head_tail = window[-3:] if end < 0 else b""
+        return self._head_bytes <= self.limits.max_header_bytes
+
+    def _arm_head_timer(self) -> None:
+        if self._head_timer is None:
+            self._head_timer = self.loop.call_later(self.limits.header_timeout_s,
+                                                    self._head_expired)
+
+    def _cancel_head_timer(self) -> None:
+        if self._head_timer is not None:
+            self._head_timer.cancel()
+            self._head_timer = None
+
+    def _head_expired(self) -> None:
+        self._head_timer = None
+        if self._busy or self.transport.is_closing():
+            return
+        if self._head_bytes:  # a head was started: say why it ends
+            self._refuse(HEAD_TIMEOUT)
+        else:
+            self.transport.close()
+
+    # -- the connection cap
+
+    def _make_room(self) -> None:
+        """Over the cap, close the connection idle the longest (a slow or silent client, or a
+        kept-alive one), or this new one when every other has a request in flight."""
+        cap = self.limits.max_connections
+        if len(self.connections) <= cap:
+            return
+        open_ = [c for c in self.connections if not c.transport.is_closing()]
+        if len(open_) <= cap:
+            return
+        idle = [c for c in open_ if isinstance(c, LimitedHttpToolsProtocol) and c is not self
+                and not c._busy]
+        if idle:
+            min(idle, key=lambda c: c._idle_since).transport.close()
+            return
+        now = self.loop.time()
+        if now - LimitedHttpToolsProtocol._warned_at >= WARN_EVERY_S:  # not once per refusal
+            LimitedHttpToolsProtocol._warned_at = now
+            log.warning("%d connections, each with a request in flight: refusing new ones "
+                        "with 503 (--max-connections)", cap)
+        self._refuse(TOO_MANY)
+
+    def _refuse(self, reply: bytes) -> None:
+        self._cancel_head_timer()
+        if not self.transport.is_closing():
+            self.transport.write(reply)
+            self.transport.close()

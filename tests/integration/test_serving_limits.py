@@ -1,0 +1,307 @@
+"""`openknn serve`'s connection limits and timeouts, over raw loopback sockets: idle and
+half-open connections cannot starve real ones (also under ``ulimit -n 256``), a head or a body
+that stops is cut off by its timeout, an over-limit head is refused, keep-alive still works."""
+
+from __future__ import annotations
+
+import os
+import resource
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from openknn import artifact
+from openknn import index as fi
+from openknn.model import KnnModel, ModelMeta
+from openknn.serving import process
+
+HEAD_TIMEOUT_S, BODY_TIMEOUT_S = 1.0, 1.0
+PING = b"GET /ping HTTP/1.1\r\nHost: openknn\r\n\r\n"
+
+
+@pytest.fixture(scope="module")
+def model_tar(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    rng = np.random.default_rng(3)
+    x = rng.standard_normal((50, 4)).astype(np.float32)
+    meta = ModelMeta(k=3, predictor_type="classifier", feature_dim=4, index_dim=4,
+                     index_type="faiss.Flat", num_points=50)
+    model = KnnModel(meta, fi.build(x, 3, fi.IndexConfig(index_type="faiss.Flat")),
+                     rng.integers(0, 2, 50).astype(np.float32))
+    path = tmp_path_factory.mktemp("limits") / "model.tar.gz"
+    artifact.write_model_tar(model, path)
+    return path
+
+
+def start(model: Path, env: dict[str, str], nofile: int | None = None,
+          ) -> tuple[subprocess.Popen[bytes], int]:
+    """``openknn serve`` with limits from the environment (which versions without them
+    ignore, so the same test shows the defect there), optionally under ``ulimit -n``."""
+    port = process.free_port()
+    log = Path(tempfile.mkdtemp(prefix="openknn-limits-")) / "serve.log"
+
+    def limit_fds() -> None:
+        if nofile is not None:
+            resource.setrlimit(resource.RLIMIT_NOFILE, (nofile, nofile))
+
+    with open(log, "wb") as sink:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "openknn", "serve", str(model), "--port", str(port),
+             "--threads", "1"], stdout=sink, stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL, env={**os.environ, **env}, preexec_fn=limit_fds)
+    process.wait_ready(f"http://127.0.0.1:{port}", proc, log, timeout=120)
+    return proc, port
+
+
+@pytest.fixture(scope="module")
+def port(model_tar: Path) -> Iterator[int]:
+    proc, port = start(model_tar, {"OPENKNN_HEADER_TIMEOUT_S": str(HEAD_TIMEOUT_S),
+                                   "OPENKNN_BODY_TIMEOUT_S": str(BODY_TIMEOUT_S)})
+    yield port
+    process.stop(proc)
+
+
+@pytest.fixture
+def sockets() -> Iterator[list[socket.socket]]:
+    """Every client socket a test opens, closed after it."""
+    opened: list[socket.socket] = []
+    yield opened
+    for s in opened:
+        s.close()
+
+
+def connect(port: int, opened: list[socket.socket], timeout: float = 5.0) -> socket.socket:
+    s = socket.create_connection(("127.0.0.1", port), timeout=timeout)
+    opened.append(s)
+    return s
+
+
+def response(s: socket.socket, timeout: float = 5.0) -> bytes:
+    """What the server sends until it closes the connection (then ``<closed>`` or
+    ``<reset>`` is appended) or ``timeout`` passes."""
+    s.settimeout(timeout)
+    data = b""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            chunk = s.recv(65536)
+        except TimeoutError:
+            break
+        except ConnectionResetError:
+            return data + b"<reset>"
+        if not chunk:
+            return data + b"<closed>"
+        data += chunk
+    return data
+
+
+def status(s: socket.socket, timeout: float = 5.0) -> int:
+    """The status code of the next response (reads only its first line)."""
+    s.settimeout(timeout)
+    data = b""
+    while b"\r\n" not in data:
+        chunk = s.recv(4096)
+        if not chunk:
+            raise ConnectionError(f"closed after {data!r}")
+        data += chunk
+    return int(data.split(b" ", 2)[1])
+
+
+def timed_ping(port: int, opened: list[socket.socket]) -> tuple[int, float]:
+    """A new connection's /ping: (status, seconds from connect to the status line)."""
+    t0 = time.perf_counter()
+    s = connect(port, opened, timeout=3)
+    s.sendall(PING)
+    return status(s, timeout=3), time.perf_counter() - t0
+
+
+def closed_by_server(s: socket.socket, timeout: float) -> bool:
+    return response(s, timeout).endswith((b"<closed>", b"<reset>"))
+
+
+def test_the_connection_cap_stays_under_the_fd_limit() -> None:
+    from openknn.serving import connections
+
+    assert connections.connection_cap(512, nofile=256) == 192
+    assert connections.connection_cap(512, nofile=20_000) == 512
+    assert connections.connection_cap(512, nofile=40) == 20
+    assert connections.connection_cap(512, nofile=1) == 1
+
+
+def test_ping_answers_quickly_beside_300_idle_connections_under_ulimit_256(
+        model_tar: Path, sockets: list[socket.socket]) -> None:
+    """The defect: 239 idle connections under ``ulimit -n 256`` made every new request fail.
+    Now the cap (192 there) closes the longest-idle one to make room."""
+    if resource.getrlimit(resource.RLIMIT_NOFILE)[0] < 400:
+        pytest.skip("the test process itself needs 400 file descriptors")
+    proc, port = start(model_tar, {"OPENKNN_HEADER_TIMEOUT_S": "2"}, nofile=256)
+    try:
+        idle = [connect(port, sockets) for _ in range(250)]
+        idle += [connect(port, sockets) for _ in range(50)]
+        for s in idle[250:]:
+            s.sendall(b"GET /ping HTTP/1.1\r\nHost: slow")  # half a head, never finished
+        time.sleep(0.2)
+        pings = [timed_ping(port, sockets) for _ in range(5)]
+        assert [code for code, _ in pings] == [200] * 5
+        assert max(seconds for _, seconds in pings) < 1.0, pings
+        # and the idle ones are all closed by the header timeout (2 s) soon after
+        deadline = time.monotonic() + 6
+        assert all(closed_by_server(s, max(0.01, deadline - time.monotonic())) for s in idle)
+    finally:
+        process.stop(proc)
+
+
+def test_idle_connections_and_half_heads_are_closed_by_the_header_timeout(
+        port: int, sockets: list[socket.socket]) -> None:
+    silent = [connect(port, sockets) for _ in range(20)]
+    partial = [connect(port, sockets) for _ in range(20)]
+    for s in partial:
+        s.sendall(b"POST /invocations HTTP/1.1\r\nContent-Type: text/csv\r\n")
+    t0 = time.monotonic()
+    assert all(response(s, 4).endswith((b"<closed>", b"<reset>")) for s in silent)
+    answers = [response(s, 4) for s in partial]
+    assert time.monotonic() - t0 < HEAD_TIMEOUT_S + 3
+    assert all(a.startswith(b"HTTP/1.1 408 ") and a.endswith(b"<closed>") for a in answers)
+
+
+def test_a_head_sent_slowly_byte_by_byte_is_cut_off_at_the_deadline(
+        port: int, sockets: list[socket.socket]) -> None:
+    """The deadline is for the whole head, not a pause between bytes (slowloris)."""
+    s = connect(port, sockets)
+    s.sendall(b"GET /ping HTTP/1.1\r\nX-Slow: ")
+    t0 = time.monotonic()
+    with pytest.raises(OSError):
+        for _ in range(100):  # one byte every 0.1 s: never a 1 s pause
+            s.sendall(b"a")
+            time.sleep(0.1)
+    assert time.monotonic() - t0 < HEAD_TIMEOUT_S + 2
+
+
+def test_a_half_sent_body_is_answered_408_and_its_connection_closed(
+        port: int, sockets: list[socket.socket]) -> None:
+    s = connect(port, sockets)
+    s.sendall(b"POST /invocations HTTP/1.1\r\nHost: x\r\nContent-Type: text/csv\r\n"
+              b"Content-Length: 1000\r\n\r\n0.1,0.2,")
+    t0 = time.monotonic()
+    answer = response(s, 5)
+    assert b" 408 " in answer.split(b"\r\n", 1)[0], answer
+    assert b"did not all arrive within 1 s" in answer
+    assert answer.endswith(b"<closed>")
+    assert BODY_TIMEOUT_S - 0.2 < time.monotonic() - t0 < BODY_TIMEOUT_S + 3
+
+
+def test_an_early_413_closes_the_connection_instead_of_reading_the_body(
+        port: int, sockets: list[socket.socket]) -> None:
+    s = connect(port, sockets)
+    s.sendall(b"POST /invocations HTTP/1.1\r\nHost: x\r\nContent-Type: text/csv\r\n"
+              b"Content-Length: 99000000\r\n\r\n0.1,")
+    answer = response(s, 2)  # at once, not after keep-alive's 5 s
+    assert answer.startswith(b"HTTP/1.1 413 ") and answer.endswith(b"<closed>")
+
+
+def test_a_64_mb_header_is_refused_431(port: int, sockets: list[socket.socket]) -> None:
+    """The defect: a 64 MB header was read whole and answered 200."""
+    s = connect(port, sockets)
+    s.sendall(b"GET /ping HTTP/1.1\r\nHost: x\r\nX-Big: ")
+    sent, chunk = 0, b"a" * 65536
+    try:
+        while sent < 64 * 2**20:  # the server stops reading at 16 KiB and closes
+            s.sendall(chunk)
+            sent += len(chunk)
+        s.sendall(b"\r\n\r\n")
+    except OSError:
+        pass
+    answer = response(s, 5)
+    assert answer.startswith(b"HTTP/1.1 431 ") or answer == b"<reset>", answer[:100]
+    assert sent < 64 * 2**20
+    assert timed_ping(port, sockets)[0] == 200
+
+
+@pytest.mark.parametrize(("size", "expected"), [(15 * 1024, 200), (17 * 1024, 431)])
+def test_the_header_limit_is_16_kib_by_default(
+        port: int, sockets: list[socket.socket], size: int, expected: int) -> None:
+    s = connect(port, sockets)
+    s.sendall(b"GET /ping HTTP/1.1\r\nHost: x\r\nX-Pad: " + b"p" * size + b"\r\n\r\n")
+    assert status(s) == expected
+
+
+def test_a_small_head_split_at_its_blank_line_with_a_large_body_is_not_mistaken(
+        port: int, sockets: list[socket.socket]) -> None:
+    """The head ends in the next read, which also carries 100 KB of body: only the head
+    counts towards the 16 KiB limit."""
+    row = b"0.5,0.25,0.125,1\n"
+    body = row * (100_000 // len(row))
+    s = connect(port, sockets)
+    s.sendall(b"POST /invocations HTTP/1.1\r\nHost: x\r\nContent-Type: text/csv\r\n"
+              b"Content-Length: " + str(len(body)).encode() + b"\r\n\r")
+    time.sleep(0.2)
+    s.sendall(b"\n" + body)
+    assert status(s) == 200
+
+
+def test_keep_alive_still_serves_many_requests_on_one_connection(
+        port: int, sockets: list[socket.socket]) -> None:
+    """Pauses between requests longer than the head timeout: those are keep-alive's (5 s)."""
+    s = connect(port, sockets)
+    for pause in (HEAD_TIMEOUT_S + 0.3, HEAD_TIMEOUT_S + 0.3, 0):
+        s.sendall(PING)
+        head = b""
+        while b"\r\n\r\n" not in head:  # /ping's answer has no body
+            head += s.recv(4096)
+        assert head.startswith(b"HTTP/1.1 200 ")
+        time.sleep(pause)
+
+
+def test_stray_bytes_after_a_kept_alive_request_do_not_hold_the_connection(
+        port: int, sockets: list[socket.socket]) -> None:
+    """Any byte stops keep-alive's timer; a blank line is no request yet, so the head
+    deadline takes over."""
+    s = connect(port, sockets)
+    s.sendall(PING)
+    assert status(s) == 200
+    s.sendall(b"\r\n")
+    assert closed_by_server(s, HEAD_TIMEOUT_S + 2)
+
+
+def test_over_the_cap_idle_connections_make_room_but_a_request_in_flight_is_kept(
+        model_tar: Path, sockets: list[socket.socket]) -> None:
+    proc, port = start(model_tar, {"OPENKNN_MAX_CONNECTIONS": "5",
+                                   "OPENKNN_BODY_TIMEOUT_S": "2"})
+    try:
+        busy = connect(port, sockets)  # a request in flight: its body is still coming
+        busy.sendall(b"POST /invocations HTTP/1.1\r\nHost: x\r\nContent-Type: text/csv\r\n"
+                     b"Content-Length: 100\r\n\r\n0.1,")
+        time.sleep(0.2)
+        idle = [connect(port, sockets) for _ in range(12)]
+        time.sleep(0.2)
+        assert timed_ping(port, sockets)[0] == 200
+        assert sum(closed_by_server(s, 0.5) for s in idle) >= 8  # at most 5 open at once
+        answer = response(busy, 5)  # not evicted: it gets its own answer, the body's 408
+        assert answer.startswith(b"HTTP/1.1 408 "), answer[:100]
+    finally:
+        process.stop(proc)
+
+
+def test_at_the_cap_with_every_connection_busy_a_new_one_gets_503(
+        model_tar: Path, sockets: list[socket.socket]) -> None:
+    proc, port = start(model_tar, {"OPENKNN_MAX_CONNECTIONS": "3",
+                                   "OPENKNN_BODY_TIMEOUT_S": "3"})
+    try:
+        busy = [connect(port, sockets) for _ in range(3)]
+        for s in busy:
+            s.sendall(b"POST /invocations HTTP/1.1\r\nHost: x\r\nContent-Type: text/csv\r\n"
+                      b"Content-Length: 100\r\n\r\n0.1,")
+        time.sleep(0.3)
+        extra = connect(port, sockets)
+        answer = response(extra, 2)
+        assert answer.startswith(b"HTTP/1.1 503 ") and answer.endswith(b"<closed>"), answer
+        assert all(response(s, 5).startswith(b"HTTP/1.1 408 ") for s in busy)
+        assert timed_ping(port, sockets)[0] == 200  # room again once they are answered
+    finally:
+        process.stop(proc)
