@@ -24,3 +24,16 @@ def write_csv(path: Path, features: np.ndarray, labels: np.ndarray) -> Path:
     rows = np.column_stack([labels, features])
     np.savetxt(path, rows, delimiter=",", fmt="%.9g")
     return path
+
+
+class Csr:
+    """Just enough of a CSR matrix for ``recordio.write_sparse``, without scipy."""
+
+    def __init__(self, dense: np.ndarray) -> None:
+        self.shape, self.dtype = dense.shape, dense.dtype
+        mask = dense != 0
+        self.data, self.indices = dense[mask], np.nonzero(mask)[1].astype(np.int32)
+        self.indptr = np.concatenate(([0], np.cumsum(mask.sum(axis=1))))
+
+    def tocsr(self) -> Csr:
+        return self

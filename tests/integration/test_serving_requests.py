@@ -25,6 +25,7 @@ from openknn.serving import app as app_module
 from openknn.serving.app import FaultLog, create_app, error_response
 from openknn.settings import ServingSettings
 
+from ..conftest import Csr
 from .test_serving_http import QUERIES, make_model
 
 GOOD_CSV = csv_format.encode_csv(QUERIES)
@@ -389,7 +390,7 @@ def test_what_is_decoded_on_the_event_loop(monkeypatch: pytest.MonkeyPatch) -> N
 
     monkeypatch.setattr(app_module.anyio.to_thread, "run_sync", counting)
     small_sparse = io.BytesIO()
-    recordio.write_sparse(small_sparse, _Csr(np.eye(6, dtype=np.float32)))
+    recordio.write_sparse(small_sparse, Csr(np.eye(6, dtype=np.float32)))
     cases = [
         (GOOD_CSV, "text/csv", 200, False),
         (recordio.dense_to_bytes(QUERIES), "application/x-recordio-protobuf", 200, False),
@@ -408,15 +409,6 @@ def test_what_is_decoded_on_the_event_loop(monkeypatch: pytest.MonkeyPatch) -> N
     run(test)
 
 
-class _Csr:
-    def __init__(self, dense: np.ndarray) -> None:
-        self.shape, self.dtype = dense.shape, dense.dtype
-        mask = dense != 0
-        self.data, self.indices = dense[mask], np.nonzero(mask)[1].astype(np.int32)
-        self.indptr = np.concatenate(([0], np.cumsum(mask.sum(axis=1))))
-
-    def tocsr(self) -> _Csr:
-        return self
 
 
 # ---------------------------------------------------------------- part 5: what a 500 is
@@ -515,7 +507,7 @@ def _quick_bodies() -> dict[tuple[str, str], Callable[[int], bytes]]:
 
     def sparse(n: int) -> bytes:
         buf = io.BytesIO()
-        recordio.write_sparse(buf, _Csr(np.eye(6, dtype=np.float32)[np.arange(n) % 6]))
+        recordio.write_sparse(buf, Csr(np.eye(6, dtype=np.float32)[np.arange(n) % 6]))
         return buf.getvalue()
 
     return {

@@ -26,21 +26,12 @@ from openknn.formats.recordio import (
     write_sparse,
 )
 
-
-class _Csr:
-    def __init__(self, dense: np.ndarray) -> None:
-        self.shape, self.dtype = dense.shape, dense.dtype
-        mask = dense != 0
-        self.data, self.indices = dense[mask], np.nonzero(mask)[1].astype(np.int32)
-        self.indptr = np.concatenate(([0], np.cumsum(mask.sum(axis=1))))
-
-    def tocsr(self) -> _Csr:
-        return self
+from ..conftest import Csr
 
 
 def sparse_bytes(dense: np.ndarray, labels: np.ndarray | None = None) -> bytes:
     buf = io.BytesIO()
-    write_sparse(buf, _Csr(dense), labels)
+    write_sparse(buf, Csr(dense), labels)
     return buf.getvalue()
 
 

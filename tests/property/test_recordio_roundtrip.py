@@ -26,6 +26,8 @@ from openknn.formats.recordio import (
     write_sparse,
 )
 
+from ..conftest import Csr
+
 INT32 = st.integers(-(2**31), 2**31 - 1)
 
 
@@ -46,17 +48,6 @@ def dense_sets(draw: st.DrawFn) -> tuple[np.ndarray, np.ndarray | None]:
     return array, draw(arrays(label_dtype, shape[0], elements=_elements(label_dtype)))
 
 
-class _Csr:
-    """Just enough of a CSR matrix for write_sparse: it must not need scipy."""
-
-    def __init__(self, dense: np.ndarray) -> None:
-        self.shape, self.dtype = dense.shape, dense.dtype
-        mask = dense != 0
-        self.data, self.indices = dense[mask], np.nonzero(mask)[1].astype(np.int32)
-        self.indptr = np.concatenate(([0], np.cumsum(mask.sum(axis=1))))
-
-    def tocsr(self) -> _Csr:
-        return self
 
 
 @settings(max_examples=150, deadline=None)
@@ -98,7 +89,7 @@ def test_sparse_round_trip(rows: int, cols: int, data: st.DataObject) -> None:
         st.just(0), _elements(dtype, nan=False))))
     labels = data.draw(arrays(np.float64, rows, elements=st.floats(-1e6, 1e6)))
     f = io.BytesIO()
-    write_sparse(f, _Csr(dense), labels)
+    write_sparse(f, Csr(dense), labels)
     features, got = decode_features(f.getvalue(), cols)
     with np.errstate(over="ignore"):
         np.testing.assert_array_equal(features, dense.astype(np.float32))

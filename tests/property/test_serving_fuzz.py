@@ -23,6 +23,7 @@ from openknn.formats import csv as csv_format
 from openknn.formats import json as json_format
 from openknn.formats import recordio
 
+from ..conftest import Csr
 from ..integration.test_serving_http import QUERIES, make_model, start_server, stop
 
 D = 6
@@ -205,21 +206,12 @@ def _valid_body(rng: np.random.Generator, media: str) -> bytes:
     if kind == 3:
         x[rng.random(x.shape) < 0.7] = 0
         buf = io.BytesIO()
-        recordio.write_sparse(buf, _Csr(x.astype(np.float32)), labels)
+        recordio.write_sparse(buf, Csr(x.astype(np.float32)), labels)
         return buf.getvalue()
     dtype = (np.float32, np.float64, np.int64)[kind]
     return recordio.dense_to_bytes(np.clip(x, -1e9, 1e9).astype(dtype), labels)
 
 
-class _Csr:
-    def __init__(self, dense: np.ndarray) -> None:
-        self.shape, self.dtype = dense.shape, dense.dtype
-        mask = dense != 0
-        self.data, self.indices = dense[mask], np.nonzero(mask)[1].astype(np.int32)
-        self.indptr = np.concatenate(([0], np.cumsum(mask.sum(axis=1))))
-
-    def tocsr(self) -> _Csr:
-        return self
 
 
 def _mutate(rng: np.random.Generator, body: bytes, other: bytes) -> bytes:
