@@ -1,0 +1,44 @@
+"""openknn.search: the second candidate round and the float64 brute force give the same
+exact answers as a first round that proves every row (each path forced in turn)."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from openknn import index as fi
+from openknn import search
+
+RNG = np.random.default_rng(11)
+
+
+def exact(x: np.ndarray, q: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+    d2 = ((q.astype(np.float64)[:, None, :] - x.astype(np.float64)[None]) ** 2).sum(-1)
+    ids = np.argsort(d2, axis=1, kind="stable")[:, :k]
+    return np.take_along_axis(d2, ids, 1), ids
+
+
+@pytest.mark.parametrize("path", ["first round", "second round", "brute force"])
+def test_every_path_gives_the_exact_top_k(monkeypatch: pytest.MonkeyPatch, path: str) -> None:
+    x = (RNG.standard_normal((2000, 9)) * 50 + 1e4).astype(np.float32)
+    x[1000:1100] = x[:100]  # duplicates: ties broken by the smaller id
+    center = fi.center_of(x, "L2")
+    index = fi.build(x, 5, fi.IndexConfig(), center=center)
+    q = fi.prepare(np.concatenate([x[:50], x[:50] + 0.5]), "L2", 9, center, exact=True)
+    calls: list[int] = []
+    proven = search.proven
+
+    def forced(flat, queries, found, kth):  # type: ignore[no-untyped-def]
+        calls.append(len(queries))
+        if path == "first round":
+            return proven(flat, queries, found, kth)
+        if path == "second round":
+            return np.full(len(queries), len(calls) > 1)
+        return np.zeros(len(queries), bool)
+
+    monkeypatch.setattr(search, "proven", forced)
+    dist, ids = search.refined(index, q, 5, 1)
+    want_d, want_ids = exact(x - center, q, 5)
+    np.testing.assert_array_equal(ids, want_ids)
+    np.testing.assert_allclose(dist, want_d, rtol=1e-12)
+    assert len(calls) == (1 if path == "first round" else 2)
