@@ -3,6 +3,7 @@ projection, and the query path shared by test scoring, the server and the SDK.""
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Mapping
 from dataclasses import asdict, dataclass
 from typing import Any
@@ -80,9 +81,9 @@ class KnnModel:
         return faiss_index.prepare(x, self.meta.index_metric, self.meta.index_dim,
                                    self.center, exact=True)
 
-    @property
+    @functools.cached_property
     def center(self) -> np.ndarray | None:
-        """The L2 shift as an array (``meta.center``), or None."""
+        """The L2 shift as an array (``meta.center``, read once), or None."""
         return None if self.meta.center is None else np.asarray(self.meta.center, np.float64)
 
     def neighbors(self, features: np.ndarray, k: int | None = None,

@@ -3,6 +3,7 @@ adapter: it reads the body, negotiates types, calls the inference core, maps err
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import logging
 import time
@@ -95,8 +96,6 @@ async def read_body(request: Request, limit_mb: float, timeout_s: float | None =
     """The body, refusing (413) anything over ``limit_mb`` MiB before reading it all, and
     (408) a body not all there ``timeout_s`` seconds after reading starts (default: the app's
     ``body_timeout_s``), so a client that stops half-way does not hold its connection."""
-    import asyncio
-
     if timeout_s is None:
         endpoint = getattr(request.app.state, "endpoint", None)
         timeout_s = (endpoint.settings if endpoint else ServingSettings()).body_timeout_s
