@@ -16,9 +16,10 @@ from pathlib import Path
 
 import numpy as np
 
-from openknn import hyperparameters, training
-from openknn.datasets import fashion_mnist, read_ivecs
-from openknn.index import set_threads
+from openknn.core import hyperparameters
+from openknn.core.index import set_threads
+from openknn.jobs import training
+from openknn.jobs.datasets import fashion_mnist, read_ivecs
 
 DEFAULT = Path(__file__).resolve().parents[2] / "shared" / "data" / "fashion-mnist"
 K = 10
@@ -47,7 +48,7 @@ def run(path: Path, pq_m: int, threads: int | None) -> list[dict[str, object]]:
         dist, labels = model.neighbors(q)
         ours_s = time.perf_counter() - t1
         # the same search through openknn's index step, ids kept for recall
-        from openknn.search import search
+        from openknn.core.search import search
         queries = model.prepare_queries(q)
         _, ids = search(model.index, queries, K, "L2", model.meta.nprobe)
         t2 = time.perf_counter()

@@ -23,12 +23,13 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from bench_ann import DEFAULT, recall  # noqa: E402
 
-from openknn import datasets, gpu, hyperparameters, training  # noqa: E402
-from openknn.data import Channel  # noqa: E402
-from openknn.datasets import fashion_mnist, read_ivecs  # noqa: E402
-from openknn.index import set_threads  # noqa: E402
-from openknn.model import KnnModel  # noqa: E402
-from openknn.search import search  # noqa: E402
+from openknn.core import gpu, hyperparameters  # noqa: E402
+from openknn.core.index import set_threads  # noqa: E402
+from openknn.core.model import KnnModel  # noqa: E402
+from openknn.core.search import search  # noqa: E402
+from openknn.jobs import datasets, training
+from openknn.jobs.data import Channel  # noqa: E402
+from openknn.jobs.datasets import fashion_mnist, read_ivecs  # noqa: E402
 
 COVTYPE = (Path(__file__).resolve().parents[2] / "shared" / "data" / "covtype"
            / "kaggle-forest-cover-type-prediction_train.csv.gz")

@@ -23,10 +23,11 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests" / "integrat
 from bench_ann import DEFAULT, recall  # noqa: E402
 from test_serving_http import start_server, stop  # noqa: E402
 
-from openknn import artifact, hyperparameters, training  # noqa: E402
-from openknn.datasets import fashion_mnist, read_ivecs  # noqa: E402
-from openknn.index import faiss_search, set_threads  # noqa: E402
-from openknn.search import search  # noqa: E402
+from openknn.core import hyperparameters  # noqa: E402
+from openknn.core.index import faiss_search, set_threads  # noqa: E402
+from openknn.core.search import search  # noqa: E402
+from openknn.jobs import artifact, training
+from openknn.jobs.datasets import fashion_mnist, read_ivecs  # noqa: E402
 
 
 def main() -> None:

@@ -27,12 +27,12 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from bench_training import covtype_like  # noqa: E402
 
-from openknn import artifact, training  # noqa: E402
-from openknn import index as fi  # noqa: E402
-from openknn.data import Channel  # noqa: E402
+from openknn.core import index as fi  # noqa: E402
+from openknn.core.model import KnnModel, ModelMeta  # noqa: E402
 from openknn.formats import recordio  # noqa: E402
-from openknn.model import KnnModel, ModelMeta  # noqa: E402
-from openknn.runner import LocalRunner  # noqa: E402
+from openknn.jobs import artifact, training  # noqa: E402
+from openknn.jobs.data import Channel  # noqa: E402
+from openknn.jobs.runner import LocalRunner  # noqa: E402
 from openknn.serving import process  # noqa: E402
 
 HP = {"feature_dim": "54", "k": "10", "sample_size": "200000", "predictor_type": "classifier"}

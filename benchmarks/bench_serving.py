@@ -47,9 +47,9 @@ import httpx
 import numpy as np
 import orjson
 
-from openknn import artifact
-from openknn import index as fi
-from openknn.model import KnnModel, ModelMeta
+from openknn.core import index as fi
+from openknn.core.model import KnnModel, ModelMeta
+from openknn.jobs import artifact
 from openknn.serving import process
 from openknn.settings import ServingSettings, from_env
 

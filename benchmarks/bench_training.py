@@ -25,12 +25,12 @@ from pathlib import Path
 import faiss
 import numpy as np
 
-from openknn import training
-from openknn.data import Channel
+from openknn.core.index import set_threads
+from openknn.core.predict import vote
 from openknn.formats import csv as csv_format
 from openknn.formats import recordio
-from openknn.index import set_threads
-from openknn.predict import vote
+from openknn.jobs import training
+from openknn.jobs.data import Channel
 
 K, SAMPLE = 10, 200_000
 

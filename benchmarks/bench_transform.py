@@ -17,10 +17,10 @@ import httpx
 import numpy as np
 import orjson
 
-from openknn import artifact  # noqa: E402
-from openknn import index as fi  # noqa: E402
+from openknn.core import index as fi  # noqa: E402
+from openknn.core.model import KnnModel, ModelMeta  # noqa: E402
 from openknn.formats import json as json_format  # noqa: E402
-from openknn.model import KnnModel, ModelMeta  # noqa: E402
+from openknn.jobs import artifact  # noqa: E402
 from openknn.serving import process  # noqa: E402
 
 K = 10

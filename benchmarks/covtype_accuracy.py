@@ -14,8 +14,8 @@ from pathlib import Path
 
 import numpy as np
 
-from openknn import artifact, datasets, training
-from openknn.data import Channel
+from openknn.jobs import artifact, datasets, training
+from openknn.jobs.data import Channel
 
 DEFAULT = (Path(__file__).resolve().parents[2] / "shared" / "data" / "covtype"
            / "kaggle-forest-cover-type-prediction_train.csv.gz")

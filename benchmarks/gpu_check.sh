@@ -37,7 +37,7 @@ nvidia-smi -L || true
 "$py" - <<'PY'
 import sys
 import faiss
-from openknn import gpu
+from openknn.core import gpu
 print(f"faiss {faiss.__version__}; GPU build: {gpu.gpu_build()}; GPUs visible: {gpu.visible()}")
 if gpu.visible() == 0:
     sys.exit("no GPU visible to faiss: install faiss's GPU build and check nvidia-smi")

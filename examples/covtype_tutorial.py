@@ -17,7 +17,7 @@ import time
 
 import numpy as np
 
-from openknn import datasets
+from openknn.jobs import datasets
 from openknn.sdk import Estimator, csv_serializer, image_uri, json_deserializer
 from openknn.sdk import write_numpy_to_dense_tensor as write_numpy_to_dense_tensor
 

@@ -14,7 +14,7 @@ from typing import Any, TypeVar
 
 import click
 
-from . import hyperparameters
+from .core import hyperparameters
 from .errors import AlgorithmError, OpenKnnError
 
 log = logging.getLogger("openknn")
@@ -105,7 +105,7 @@ def train(train: str | None, test: str | None, content_type: str | None,
           instance_count: int, distribution: str, ray_address: str | None,
           runner: str) -> None:
     """Train a k-NN model (SageMaker's training job)."""
-    from . import container, training
+    from .jobs import container, training
 
     # StopTrainingJob sends SIGTERM: unwind like Ctrl-C, so temporary files are removed and
     # no model is left half-written.
@@ -147,9 +147,9 @@ def _train_local(train: str | None, test: str | None, types: tuple[str | None, s
                  threads: int | None, hosts: Hosts = Hosts()) -> None:
     import json
 
-    from . import training
-    from .data import Channel
     from .errors import ChannelError, ClientError, HyperparameterError
+    from .jobs import training
+    from .jobs.data import Channel
 
     if train is None:
         raise ChannelError("Must provide train channel: pass --train PATH (or --sm-root)")
@@ -279,9 +279,12 @@ def serve(model: str | None, host: str | None, port: int | None,
         return
     if shards > 1:
         from .distributed import import_ray
+        from .distributed.serving import serve_sharded
 
         import_ray()
-    server.serve(path, settings, owner_pid, shards, ray_address)
+        serve_sharded(path, settings, shards, ray_address, owner_pid)
+        return
+    server.serve(path, settings, owner_pid)
 
 
 @main.command()
@@ -299,8 +302,8 @@ def invoke(model: str, content_type: str, accept: str, input_path: str | None) -
 
     import httpx
 
-    from . import artifact
     from .errors import ClientError
+    from .jobs import artifact
     from .serving.app import create_app
 
     body = Path(input_path).read_bytes() if input_path else sys.stdin.buffer.read()
@@ -343,9 +346,10 @@ def transform(model: str, input_location: str, output_dir: str, content_type: st
               accept: str, split_type: str, batch_strategy: str, assemble_with: str,
               max_payload_mb: float, threads: int | None, gpus: str) -> None:
     """Batch transform: answer every input file into <name>.out (SageMaker's transform job)."""
-    from . import artifact, gpu
-    from . import transform as transform_job
-    from .index import set_threads
+    from .core import gpu
+    from .core.index import set_threads
+    from .jobs import artifact
+    from .serving import transform as transform_job
     from .settings import parse_gpus
 
     set_threads(threads)
@@ -367,7 +371,7 @@ def datasets_group() -> None:
 
 
 def _formats_option(ctx: click.Context, param: click.Parameter, value: str) -> tuple[str, ...]:
-    from .datasets import FORMATS
+    from .jobs.datasets import FORMATS
 
     names = tuple(dict.fromkeys(v.strip() for v in value.split(",") if v.strip()))
     unknown = [name for name in names if name not in FORMATS]
@@ -408,7 +412,7 @@ def _report_channels(split: Any, channels: dict[str, Path], feature_dim: int) ->
 def datasets_covtype(path: str | None, output: str, cache_dir: str | None,
                      formats: tuple[str, ...]) -> None:
     """Covertype as the tutorial prepares it: seed 0 shuffle, 90/10 split."""
-    from . import datasets
+    from .jobs import datasets
 
     raw = datasets.load_covtype(datasets.covtype_file(path, cache_dir))
     split = datasets.tutorial_split(raw)
@@ -425,7 +429,7 @@ def datasets_covtype(path: str | None, output: str, cache_dir: str | None,
 @reports_errors
 def datasets_fashion_mnist(path: str | None, output: str, formats: tuple[str, ...]) -> None:
     """Fashion-MNIST's 60,000 / 10,000 split, float32 pixels and labels."""
-    from . import datasets
+    from .jobs import datasets
 
     split = datasets.fashion_mnist_split(Path(path) if path else None)
     _report_channels(split, datasets.write_channels(output, split, formats), 784)
@@ -485,11 +489,10 @@ def quickstart(path: str | None, workdir: str, k: int) -> None:
               show_default=True, help="Where report.md and the PNG plots are written.")
 @click.option("--covtype-path", type=click.Path(dir_okay=False), default=None,
               help="A local covtype.data[.gz] or Kaggle train.csv[.gz]; default: UCI's "
-                   "covtype (cached or downloaded), else ../shared/data/covtype/"
-                   "kaggle-forest-cover-type-prediction_train.csv.gz.")
+                   "covtype (cached or downloaded).")
 @click.option("--fashion-path", type=click.Path(file_okay=False), default=None,
               help="A folder with Fashion-MNIST's IDX files (and its exact 100-NN ground "
-                   "truth); default: ../shared/data/fashion-mnist.")
+                   "truth); default: Debian's /usr/share/datasets/fashion-mnist.")
 @click.option("--threads", type=int, default=None,
               help="faiss threads for the server and raw faiss (default: all CPUs).")
 @reports_errors
@@ -499,16 +502,17 @@ def bench(quick: bool, output: str, covtype_path: str | None, fashion_path: str 
     endpoint, beside raw faiss and scikit-learn; writes report.md and PNG plots."""
     import shlex
 
-    from . import report
+    from .bench import config as bench_config
+    from .bench import run as bench_run
 
     if not click.get_current_context().find_root().params.get("verbose"):
         logging.getLogger("openknn").setLevel(logging.WARNING)  # the jobs' own log lines
-        logging.getLogger(report.__name__).setLevel(logging.INFO)  # progress
+        logging.getLogger(bench_run.__name__).setLevel(logging.INFO)  # progress
     given = [("--output", output), ("--covtype-path", covtype_path),
              ("--fashion-path", fashion_path), ("--threads", threads)]
     command = shlex.join(["openknn", "bench", *(["--quick"] if quick else []),
                           *[str(p) for name, value in given if value is not None
                             for p in (name, value)]])
-    cfg = report.BenchConfig.make(quick, threads)
-    click.echo(report.run(cfg, Path(output), Path(covtype_path) if covtype_path else None,
+    cfg = bench_config.BenchConfig.make(quick, threads)
+    click.echo(bench_run.run(cfg, Path(output), Path(covtype_path) if covtype_path else None,
                           Path(fashion_path) if fashion_path else None, command))

@@ -10,8 +10,8 @@ from pathlib import Path
 
 import numpy as np
 
-from . import datasets
 from .errors import ClientError
+from .jobs import datasets
 from .sdk import Estimator, Predictor
 from .sdk.serializers import CSVSerializer, JSONDeserializer
 

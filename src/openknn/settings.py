@@ -44,7 +44,7 @@ class ServingSettings:
     threads: int | None = None
     batch_strategy: str = "MULTI_RECORD"
     max_concurrent_transforms: int = 1
-    gpus: int | str = "auto"  # search on a GPU copy of the index (openknn.gpu)
+    gpus: int | str = "auto"  # search on a GPU copy of the index (openknn.core.gpu)
     # open connections at most (lowered to stay under ``ulimit -n``); a request head's size
     # and deadline; the whole body's deadline; how long an idle kept-alive connection stays
     max_connections: int = 512

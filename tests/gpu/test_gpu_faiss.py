@@ -18,10 +18,11 @@ import faiss
 import numpy as np
 import pytest
 
-from openknn import artifact, gpu, training
-from openknn import index as faiss_index
-from openknn.data import Channel
-from openknn.search import search as knn_search
+from openknn.core import gpu
+from openknn.core import index as faiss_index
+from openknn.core.search import search as knn_search
+from openknn.jobs import artifact, training
+from openknn.jobs.data import Channel
 from openknn.serving import process
 
 from ..conftest import shared_file, write_csv
@@ -112,7 +113,7 @@ def test_training_job_on_the_gpu_scores_like_the_cpu(device: None, tmp_path: Pat
 
 def test_covtype_flat_on_the_gpu_keeps_the_tutorial_accuracy(device: None,
                                                              tmp_path: Path) -> None:
-    from openknn import datasets
+    from openknn.jobs import datasets
 
     split = datasets.tutorial_split(datasets.load_covtype(
         shared_file("covtype", "kaggle-forest-cover-type-prediction_train.csv.gz")))

@@ -13,7 +13,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from openknn import gpu
+from openknn.core import gpu
 from openknn.formats import recordio
 
 from ..conftest import write_csv
@@ -241,7 +241,7 @@ def test_kill_9_during_the_write_leaves_a_temporary_the_next_job_sweeps(tmp_path
     (out / ".mine.tmp").write_text("a user's file")
     writer = subprocess.Popen(
         [sys.executable, "-c", "import sys, time\nfrom pathlib import Path\n"
-         "from openknn import artifact\n"
+         "from openknn.jobs import artifact\n"
          "with artifact.atomic_file(Path(sys.argv[1])) as f:\n"
          "    f.write(b'x' * 4_000_000); f.flush(); print('writing', flush=True); "
          "time.sleep(120)\n", str(out / "model.tar.gz")],
@@ -262,9 +262,9 @@ def test_a_second_job_on_one_output_dir_fails_at_once(tmp_path: Path) -> None:
     import threading
     import time
 
-    from openknn import training
-    from openknn.data import Channel
-    from openknn.runner import LocalRunner
+    from openknn.jobs import training
+    from openknn.jobs.data import Channel
+    from openknn.jobs.runner import LocalRunner
 
     write_csv(tmp_path / "train" / "a.csv", X, Y)
     out = tmp_path / "out"
@@ -297,7 +297,7 @@ def test_a_second_job_on_one_output_dir_fails_at_once(tmp_path: Path) -> None:
 
 
 def test_a_second_container_job_on_one_root_writes_nothing(tmp_path: Path) -> None:
-    from openknn import artifact
+    from openknn.jobs import artifact
 
     root = tmp_path / "ml"
     (root / "input" / "config").mkdir(parents=True)

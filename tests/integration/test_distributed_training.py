@@ -16,10 +16,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from openknn import artifact, datasets, training
-from openknn.data import Channel
 from openknn.errors import AlgorithmError
-from openknn.runner import LocalRunner
+from openknn.jobs import artifact, datasets, training
+from openknn.jobs.data import Channel
+from openknn.jobs.runner import LocalRunner
 
 from ..conftest import shared_file, write_csv
 
@@ -81,7 +81,7 @@ def test_fully_replicated_hosts_build_the_one_host_model(data: Path, tmp_path: P
                             sample_size=sample_size), LocalRunner())
     for workers in (2, 3):
         caplog.clear()
-        with caplog.at_level("INFO", logger="openknn.training"):
+        with caplog.at_level("INFO", logger="openknn.jobs.training"):
             result = training.run(spec(data, tmp_path / str(workers), workers,
                                        "FullyReplicated", sample_size=sample_size),
                                   LocalRunner())

@@ -17,11 +17,12 @@ import httpx
 import numpy as np
 import pytest
 
-from openknn import artifact, datasets, hyperparameters, training
-from openknn.data import Channel
+from openknn.core import hyperparameters
+from openknn.core.model import KnnModel
+from openknn.core.search import search
 from openknn.formats import csv as csv_format
-from openknn.model import KnnModel
-from openknn.search import search
+from openknn.jobs import artifact, datasets, training
+from openknn.jobs.data import Channel
 from openknn.serving import process
 
 from ..conftest import SHARED_DATA, write_csv

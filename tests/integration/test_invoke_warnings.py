@@ -8,7 +8,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from openknn import artifact
+from openknn.jobs import artifact
 
 from .test_serving_http import make_model
 

@@ -7,8 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from openknn import artifact, training
-from openknn.runner import LocalRunner
+from openknn.jobs import artifact, training
+from openknn.jobs.runner import LocalRunner
 
 from .test_distributed_training import data, spec  # noqa: F401  (the fixture)
 

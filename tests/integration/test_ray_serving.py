@@ -12,8 +12,8 @@ import httpx
 import numpy as np
 import pytest
 
-from openknn import artifact
 from openknn.formats import json as json_format
+from openknn.jobs import artifact
 
 from .test_serving_http import QUERIES, make_model, request_body, start_server, stop
 

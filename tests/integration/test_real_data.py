@@ -47,9 +47,10 @@ def test_fashion_mnist_target_recall_holds_on_the_test_queries(index_type: str) 
     Fashion-MNIST queries against their exact ground truth."""
     import bench_ann
 
-    from openknn import hyperparameters, training
-    from openknn.datasets import fashion_mnist, read_ivecs
-    from openknn.search import search
+    from openknn.core import hyperparameters
+    from openknn.core.search import search
+    from openknn.jobs import training
+    from openknn.jobs.datasets import fashion_mnist, read_ivecs
 
     path = shared_file("fashion-mnist")
     data = fashion_mnist(path)

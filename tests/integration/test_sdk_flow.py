@@ -16,8 +16,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from openknn import artifact
 from openknn.errors import ClientError, HyperparameterError
+from openknn.jobs import artifact
 from openknn.sdk import (
     KNN,
     CSVSerializer,
@@ -189,8 +189,8 @@ def test_endpoint_does_not_outlive_a_crashed_owner(tmp_path: Path) -> None:
 
 
 def test_deploy_names_are_sagemaker_names_and_unique(tmp_path: Path) -> None:
-    from openknn import index as fi
-    from openknn.model import KnnModel, ModelMeta
+    from openknn.core import index as fi
+    from openknn.core.model import KnnModel, ModelMeta
 
     meta = ModelMeta(k=3, predictor_type="classifier", feature_dim=64, index_dim=64,
                      num_points=300)

@@ -14,9 +14,9 @@ import httpx
 import numpy as np
 import pytest
 
-from openknn import artifact
-from openknn import index as fi
-from openknn.model import KnnModel, ModelMeta
+from openknn.core import index as fi
+from openknn.core.model import KnnModel, ModelMeta
+from openknn.jobs import artifact
 from openknn.serving import process
 
 RNG = np.random.default_rng(6)

@@ -8,6 +8,7 @@ import os
 import re
 import subprocess
 import sys
+import tarfile
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
@@ -17,12 +18,13 @@ import numpy as np
 import orjson
 import pytest
 
-from openknn import artifact, gpu
-from openknn import index as fi
+from openknn.core import gpu
+from openknn.core import index as fi
+from openknn.core.model import KnnModel, ModelMeta
 from openknn.formats import csv as csv_format
 from openknn.formats import json as json_format
 from openknn.formats import recordio
-from openknn.model import KnnModel, ModelMeta
+from openknn.jobs import artifact
 from openknn.serving import process
 
 RNG = np.random.default_rng(7)
@@ -224,7 +226,8 @@ def test_metrics(server: str) -> None:
 
 def test_container_mode_port_from_environment(tmp_path: Path, model_tar: Path) -> None:
     """`openknn serve` with no model reads /opt/ml/model; here the same through a copy."""
-    artifact.unpack(model_tar, tmp_path / "model")
+    with tarfile.open(model_tar) as tar:  # as SageMaker extracts it into /opt/ml/model
+        tar.extractall(tmp_path / "model", filter="data")
     proc, url = start_server([str(tmp_path / "model")])
     try:
         assert httpx.get(f"{url}/ping").status_code == 200

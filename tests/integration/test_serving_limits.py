@@ -17,9 +17,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from openknn import artifact
-from openknn import index as fi
-from openknn.model import KnnModel, ModelMeta
+from openknn.core import index as fi
+from openknn.core.model import KnnModel, ModelMeta
+from openknn.jobs import artifact
 from openknn.serving import process
 
 HEAD_TIMEOUT_S, BODY_TIMEOUT_S = 1.0, 1.0

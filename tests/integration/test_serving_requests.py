@@ -549,7 +549,7 @@ def test_quick_paths_at_the_threshold_take_under_a_millisecond() -> None:
     on 2 cores; 1 ms is the bound, with room for a loaded machine)."""
     from openknn.errors import OpenKnnError
     from openknn.formats import NotQuick
-    from openknn.inference import parse_request
+    from openknn.serving.inference import parse_request
 
     model = make_model()
     size = app_module.DECODE_IN_THREAD_BYTES

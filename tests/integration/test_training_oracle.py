@@ -9,8 +9,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from openknn import artifact, training
-from openknn.data import Channel
+from openknn.jobs import artifact, training
+from openknn.jobs.data import Channel
 
 from ..conftest import write_csv
 

@@ -11,10 +11,11 @@ import numpy as np
 import orjson
 import pytest
 
-from openknn import artifact, transform
 from openknn.errors import ClientError, DataError
 from openknn.formats import json as json_format
 from openknn.formats import recordio
+from openknn.jobs import artifact
+from openknn.serving import transform
 
 from .test_serving_http import QUERIES, make_model
 

@@ -10,7 +10,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from openknn import artifact, transform
+from openknn.jobs import artifact
+from openknn.serving import transform
 
 from .test_serving_http import make_model
 from .test_transform_invoke import ROWS, jsonl, predictions_of

@@ -13,7 +13,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from openknn import datasets
+from openknn.jobs import datasets
 from openknn.sdk import list_endpoints
 
 from ..conftest import shared_file

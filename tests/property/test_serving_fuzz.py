@@ -18,10 +18,10 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from openknn import artifact
 from openknn.formats import csv as csv_format
 from openknn.formats import json as json_format
 from openknn.formats import recordio
+from openknn.jobs import artifact
 
 from ..conftest import Csr
 from ..integration.test_serving_http import QUERIES, make_model, start_server, stop

@@ -16,11 +16,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from openknn import artifact
-from openknn import index as fi
+from openknn.core import index as fi
+from openknn.core.model import KnnModel, ModelMeta
+from openknn.core.reduction import make_projection
 from openknn.errors import ModelError
-from openknn.model import KnnModel, ModelMeta
-from openknn.reduction import make_projection
+from openknn.jobs import artifact
 
 RNG = np.random.default_rng(1)
 
@@ -127,21 +127,21 @@ def evil_tar(path: Path) -> None:
         tar.addfile(info, io.BytesIO(b"bad"))
 
 
-def test_unpack_refuses_path_traversal(tmp_path: Path) -> None:
-    evil_tar(tmp_path / "evil.tar.gz")
+def test_a_path_traversal_member_is_never_written(tmp_path: Path) -> None:
     target = tmp_path / "a" / "b"
     target.mkdir(parents=True)
-    with pytest.raises(ModelError, match=r"unsafe archive member refused"):
-        artifact.unpack(tmp_path / "evil.tar.gz", target)
-    assert not (tmp_path / "escaped.txt").exists()
+    evil_tar(target / "evil.tar.gz")
     # load reads members in memory and never writes: the traversal member is just not a model
     with pytest.raises(ModelError, match=r"the model is missing"):
-        artifact.load(tmp_path / "evil.tar.gz")
+        artifact.load(target / "evil.tar.gz")
+    assert not (tmp_path / "escaped.txt").exists()
 
 
-def test_unpack_then_load(tmp_path: Path) -> None:
+def test_a_tar_extracted_as_sagemaker_does_loads_as_a_directory(tmp_path: Path) -> None:
+    """SageMaker extracts model.tar.gz into /opt/ml/model; openknn loads that directory."""
     artifact.write_model_tar(small_model(), tmp_path / "model.tar.gz")
-    artifact.unpack(tmp_path / "model.tar.gz", tmp_path / "opt-ml-model")
+    with tarfile.open(tmp_path / "model.tar.gz") as tar:
+        tar.extractall(tmp_path / "opt-ml-model", filter="data")
     assert artifact.load(tmp_path / "opt-ml-model").meta.k == 3
 
 
@@ -207,7 +207,7 @@ def test_one_holder_per_output_location(tmp_path: Path) -> None:
                                                        r"another openknn job"):
             with artifact.hold_output(out):
                 pass
-        code = ("import sys; from pathlib import Path; from openknn import artifact\n"
+        code = ("import sys; from pathlib import Path; from openknn.jobs import artifact\n"
                 "try:\n    artifact.hold_output(Path(sys.argv[1])).__enter__()\n"
                 "except artifact.OutputInUse as e:\n    print(e); sys.exit(3)\n")
         r = subprocess.run([sys.executable, "-c", code, str(out)], capture_output=True,

@@ -174,8 +174,8 @@ def test_the_app_answers_500_and_keeps_serving_after_a_loop_error(
     the next one its prediction."""
     import httpx
 
-    from openknn import index as fi
-    from openknn.model import KnnModel, ModelMeta
+    from openknn.core import index as fi
+    from openknn.core.model import KnnModel, ModelMeta
     from openknn.serving import batcher as batcher_module
     from openknn.serving.app import create_app
 

@@ -8,12 +8,12 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from openknn.data import Block, Channel, check_block, iter_blocks, resolve_content_type
 from openknn.errors import ChannelError, DataError, UnsupportedMediaType
 from openknn.formats import recordio
 from openknn.formats.media import CSV, RECORDIO, parse_media_type
-from openknn.progress import Progress
-from openknn.storage import DataFile, list_channel
+from openknn.jobs.data import Block, Channel, check_block, iter_blocks, resolve_content_type
+from openknn.jobs.progress import Progress
+from openknn.jobs.storage import DataFile, list_channel
 
 from ..conftest import write_csv
 

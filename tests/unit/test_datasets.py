@@ -14,9 +14,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from openknn import datasets
 from openknn.errors import ChannelError, ClientError, DataError
 from openknn.formats import recordio
+from openknn.jobs import datasets
 
 from ..conftest import shared_file
 

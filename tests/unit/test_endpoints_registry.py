@@ -20,13 +20,13 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from openknn import artifact
-from openknn import index as fi
+from openknn.core import index as fi
+from openknn.core.model import KnnModel, ModelMeta
 from openknn.errors import ClientError
-from openknn.model import KnnModel, ModelMeta
+from openknn.jobs import artifact
 from openknn.sdk import CSVSerializer, JSONDeserializer, Predictor
 from openknn.sdk import endpoints as registry
-from openknn.serving import process, server
+from openknn.serving import process
 
 PATTERN = r"\[a-zA-Z0-9\]\(-\*\[a-zA-Z0-9\]\)\{0,62\}"
 EXISTS = r'^Cannot create already existing endpoint "arn:aws:sagemaker:local:000000000000:'
@@ -97,8 +97,8 @@ class Answer(BaseHTTPRequestHandler):
 
     def do_GET(self) -> None:
         self.send_response(200)
-        self.send_header(server.PID_HEADER, "0")
-        self.send_header(server.PROOF_HEADER, "0" * 64)
+        self.send_header(process.PID_HEADER, "0")
+        self.send_header(process.PROOF_HEADER, "0" * 64)
         self.end_headers()
 
     def log_message(self, *args: object) -> None:
@@ -195,10 +195,10 @@ def test_http_proxy_kills_nothing_and_predict_still_answers(
         m.setattr(registry, "_started_with", lambda pid, token: None)
         [listed] = registry.list_endpoints()
         assert listed.status == "InService"
-    assert server.pid_alive(info.pid)
+    assert process.pid_alive(info.pid)
     assert len(predict("proxied")["predictions"]) == 2  # type: ignore[index]
     registry.delete("proxied")
-    assert not server.pid_alive(info.pid)
+    assert not process.pid_alive(info.pid)
 
 
 def test_a_busy_endpoint_is_not_a_dead_one(model_tar: Path, home: Path,
@@ -214,7 +214,7 @@ def test_a_busy_endpoint_is_not_a_dead_one(model_tar: Path, home: Path,
             assert listed.status == "Unverified"
             with pytest.raises(registry.EndpointExists, match=EXISTS):
                 registry.create("busy", str(model_tar))
-        assert (home / "busy.json").exists() and server.pid_alive(info.pid)
+        assert (home / "busy.json").exists() and process.pid_alive(info.pid)
     finally:
         os.kill(info.pid, signal.SIGCONT)
     assert len(predict("busy")["predictions"]) == 2  # type: ignore[index]
@@ -223,12 +223,12 @@ def test_a_busy_endpoint_is_not_a_dead_one(model_tar: Path, home: Path,
 
 
 def test_ping_proves_only_with_the_token() -> None:
-    headers = server.identity("t" * 64)
+    headers = process.identity("t" * 64)
     assert headers({}) == {} and headers({"x-openknn-challenge": "short"}) == {}
     answer = headers({"x-openknn-challenge": "c" * 32})
-    assert answer[server.PID_HEADER] == str(os.getpid())
-    assert answer[server.PROOF_HEADER] == server.proof("t" * 64, "c" * 32, os.getpid())
-    assert answer[server.PROOF_HEADER] != server.proof("u" * 64, "c" * 32, os.getpid())
+    assert answer[process.PID_HEADER] == str(os.getpid())
+    assert answer[process.PROOF_HEADER] == process.proof("t" * 64, "c" * 32, os.getpid())
+    assert answer[process.PROOF_HEADER] != process.proof("u" * 64, "c" * 32, os.getpid())
 
 
 # --- creation, files ---

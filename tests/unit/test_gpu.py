@@ -1,4 +1,4 @@
-"""openknn.gpu without a GPU: which requests resolve to a GPU and which fail (with what
+"""openknn.core.gpu without a GPU: which requests resolve to a GPU and which fail (with what
 message), the GpuIndex stand-in's answers (its "device" a CPU clone, so every fallback is
 exercised), and the build / attach paths with the copy to the device replaced by a CPU clone
 or by a failing one. tests/gpu/ runs the same paths on a real GPU."""
@@ -13,11 +13,12 @@ import faiss
 import numpy as np
 import pytest
 
-from openknn import gpu, training
-from openknn import index as faiss_index
-from openknn.data import Channel
+from openknn.core import gpu
+from openknn.core import index as faiss_index
+from openknn.core.search import search as knn_search
 from openknn.errors import ClientError
-from openknn.search import search as knn_search
+from openknn.jobs import training
+from openknn.jobs.data import Channel
 from openknn.settings import from_env, parse_gpus
 
 from ..conftest import write_csv
@@ -170,7 +171,7 @@ def test_a_gpu_failure_falls_back_under_auto_and_fails_when_asked(
         caplog: pytest.LogCaptureFixture) -> None:
     monkeypatch.setattr(gpu, "clone_to_gpu", failing_copy)
     config = faiss_index.IndexConfig("faiss.IVFPQ", nlist=8, pq_m=4)
-    with caplog.at_level(logging.WARNING, "openknn.gpu"):
+    with caplog.at_level(logging.WARNING, "openknn.core.gpu"):
         cpu, searcher = gpu.build(BASE, 5, config, 0, gpus=1, strict=False)
     assert searcher is None and cpu.is_trained and cpu.ntotal == len(BASE)
     assert "Building faiss.IVFPQ on the GPU failed (Error in GpuIndexIVFPQ" in caplog.text
@@ -189,7 +190,7 @@ def test_attach(fake_gpu: list[str], monkeypatch: pytest.MonkeyPatch,
     assert gpu.attach(hnsw, "faiss.HNSW", "auto") is None
     assert fake_gpu == ["IndexIVFFlat"]
     monkeypatch.setattr(gpu, "clone_to_gpu", failing_copy)
-    with caplog.at_level(logging.WARNING, "openknn.gpu"):
+    with caplog.at_level(logging.WARNING, "openknn.core.gpu"):
         assert gpu.attach(index, "faiss.IVFFlat", "auto") is None
     assert "searching on the CPU" in caplog.text
     with pytest.raises(ClientError, match=r"--gpus: copying the faiss.IVFFlat index to the "

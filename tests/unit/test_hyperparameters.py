@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from openknn import hyperparameters as hp
+from openknn.core import hyperparameters as hp
 from openknn.errors import ClientError, HyperparameterError
 
 BASE = {"feature_dim": "54", "k": "10", "sample_size": "200000", "predictor_type": "classifier"}

@@ -6,9 +6,9 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from openknn import index as fi
+from openknn.core import index as fi
+from openknn.core.search import search as knn_search
 from openknn.errors import TrainingError
-from openknn.search import search as knn_search
 
 RNG = np.random.default_rng(0)
 BASE = RNG.standard_normal((2000, 12)).astype(np.float32)

@@ -23,11 +23,11 @@ import faiss
 import numpy as np
 import pytest
 
-from openknn import artifact
-from openknn import index as fi
+from openknn.core import index as fi
+from openknn.core.model import KnnModel, ModelMeta
+from openknn.core.reduction import make_projection
 from openknn.errors import ModelError
-from openknn.model import KnnModel, ModelMeta
-from openknn.reduction import make_projection
+from openknn.jobs import artifact
 
 RNG = np.random.default_rng(10)
 X = RNG.standard_normal((300, 8)).astype(np.float32)
@@ -243,7 +243,7 @@ def test_forged_faiss_vector_length_fails_before_faiss_allocates(tmp_path: Path)
     path.write_bytes(artifact.pack(files))
     script = (
         "import resource, sys\n"
-        "from openknn import artifact\n"
+        "from openknn.jobs import artifact\n"
         "before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss\n"
         "try:\n"
         "    artifact.load(sys.argv[1])\n"

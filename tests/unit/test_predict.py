@@ -9,7 +9,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 from hypothesis.extra.numpy import arrays
 
-from openknn.predict import mean, predict, vote
+from openknn.core.predict import mean, predict, vote
 
 
 def oracle_vote(row: list[float]) -> float:

@@ -1,4 +1,4 @@
-"""Tests for openknn.reduction: seeded sign / fjlt projections."""
+"""Tests for openknn.core.reduction: seeded sign / fjlt projections."""
 
 from __future__ import annotations
 
@@ -7,9 +7,9 @@ import json
 import numpy as np
 import pytest
 
-from openknn import reduction
+from openknn.core import reduction
+from openknn.core.reduction import REDUCTION_TYPES, Projection, dense_matrix, fwht, make_projection
 from openknn.errors import DataError, HyperparameterError, ModelError
-from openknn.reduction import REDUCTION_TYPES, Projection, dense_matrix, fwht, make_projection
 
 
 def _points(n: int, d: int, seed: int = 0) -> np.ndarray:

@@ -9,8 +9,7 @@ from collections.abc import Sequence
 import numpy as np
 import pytest
 
-from openknn.errors import ChannelError
-from openknn.sampling import (
+from openknn.core.sampling import (
     MAX_FILES,
     MAX_RECORDS_PER_FILE,
     HostSample,
@@ -21,6 +20,7 @@ from openknn.sampling import (
     seed_words,
     worker_sample_size,
 )
+from openknn.errors import ChannelError
 
 RNG = np.random.default_rng(5)
 # four files of a channel, one of them empty and one of a single record

@@ -1,4 +1,4 @@
-"""openknn.search: the second candidate round and the float64 brute force give the same
+"""openknn.core.search: the second candidate round and the float64 brute force give the same
 exact answers as a first round that proves every row (each path forced in turn)."""
 
 from __future__ import annotations
@@ -6,8 +6,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from openknn import index as fi
-from openknn import search
+from openknn.core import index as fi
+from openknn.core import search
 
 RNG = np.random.default_rng(11)
 

@@ -6,12 +6,12 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from openknn import index as fi
-from openknn import sharding
+from openknn.core import index as fi
+from openknn.core import sharding
+from openknn.core.model import KnnModel, ModelMeta
+from openknn.core.search import search as knn_search
 from openknn.errors import DataError
-from openknn.inference import knob_override
-from openknn.model import KnnModel, ModelMeta
-from openknn.search import search as knn_search
+from openknn.serving.inference import knob_override
 
 RNG = np.random.default_rng(4)
 BASE = RNG.standard_normal((1000, 8)).astype(np.float32)

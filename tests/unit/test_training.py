@@ -9,9 +9,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from openknn import artifact, training
-from openknn.data import Channel
 from openknn.errors import ChannelError
+from openknn.jobs import artifact, training
+from openknn.jobs.data import Channel
 
 from ..conftest import write_csv
 
@@ -141,8 +141,8 @@ def test_fully_replicated_hosts_build_the_same_model(channel_dir: Path, tmp_path
 
 
 def test_fully_replicated_hosts_keep_disjoint_parts(channel_dir: Path) -> None:
-    from openknn.data import require_files
-    from openknn.hyperparameters import parse
+    from openknn.core.hyperparameters import parse
+    from openknn.jobs.data import require_files
 
     channel = Channel("train", str(channel_dir / "train"))
     files = require_files(channel)

@@ -8,11 +8,12 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from openknn import artifact, hyperparameters, training
-from openknn import index as fi
+from openknn.core import hyperparameters
+from openknn.core import index as fi
+from openknn.core.search import search as knn_search
 from openknn.errors import DataError
-from openknn.inference import invoke, knob_override
-from openknn.search import search as knn_search
+from openknn.jobs import artifact, training
+from openknn.serving.inference import invoke, knob_override
 
 RNG = np.random.default_rng(9)
 CENTRES = RNG.standard_normal((20, 16)).astype(np.float32) * 4
@@ -100,7 +101,7 @@ def test_knob_override_and_its_errors() -> None:
 
 
 def test_without_self_drops_the_query_point_only() -> None:
-    from openknn.tuning import without_self
+    from openknn.core.tuning import without_self
 
     ids = np.array([[5, 3, 7], [2, 9, 4], [3, 1, 0]])
     got = without_self(ids, np.array([3, 8, 3]), 2)

@@ -32,7 +32,7 @@ def _on_host(host: str, threads: int, fn: Callable[..., T], *args: Any,
     """Run one host's step inside a Ray worker; its log lines, tagged with the host name,
     come back with the result (Ray's own log forwarding is asynchronous and may arrive after
     the job has ended)."""
-    from ..index import set_threads
+    from ..core.index import set_threads
 
     handler = _Lines()
     handler.setFormatter(logging.Formatter(

@@ -12,12 +12,13 @@ from typing import Any
 
 import numpy as np
 
-from .. import artifact
-from ..index import deserialize, nlist_of, serialize, set_threads
-from ..model import KnnModel
-from ..serving.server import pid_alive
+from ..core.index import deserialize, nlist_of, serialize, set_threads
+from ..core.model import KnnModel
+from ..core.sharding import Parts, ShardedIndex, shard_search, split
+from ..jobs import artifact
+from ..serving import server
+from ..serving.process import pid_alive
 from ..settings import ServingSettings
-from ..sharding import Parts, ShardedIndex, shard_search, split
 from . import connect
 
 log = logging.getLogger(__name__)
@@ -85,6 +86,14 @@ def sharded_model(path: Path, shards: int, address: str | None = None,
     ray_shards = RayShards(model, shards, address)
     model.index = ray_shards.index
     return model, ray_shards
+
+
+def serve_sharded(path: Path, settings: ServingSettings, shards: int,
+                  address: str | None = None, owner_pid: int | None = None) -> None:
+    """``openknn serve --shards N``: the one-process server, its index in ``shards`` Ray
+    actors."""
+    server.serve(path, settings, owner_pid,
+                 loader=lambda location: sharded_model(location, shards, address))
 
 
 def serve_replicas(path: Path, settings: ServingSettings, replicas: int,

@@ -36,7 +36,7 @@ import httpx
 
 from ..errors import ClientError
 from ..serving import process
-from ..serving.server import CHALLENGE_HEADER, PID_HEADER, PROOF_HEADER, pid_alive, proof
+from ..serving.process import CHALLENGE_HEADER, PID_HEADER, PROOF_HEADER, pid_alive, proof
 from ..settings import ENDPOINT_TOKEN
 from ..settings import HOME as REGISTRY_ENV
 

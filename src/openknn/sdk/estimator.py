@@ -16,7 +16,7 @@ from typing import Any
 
 import numpy as np
 
-from .. import gpu, hyperparameters
+from ..core import gpu, hyperparameters
 from ..errors import ClientError, DataError, MissingExtraError
 from ..formats import recordio
 from . import endpoints

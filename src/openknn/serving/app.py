@@ -17,14 +17,14 @@ from starlette.requests import ClientDisconnect, Request
 from starlette.responses import Response
 from starlette.routing import Route
 
-from .. import index as faiss_index
+from ..core import index as faiss_index
+from ..core.model import KnnModel
 from ..errors import OpenKnnError, PayloadTooLarge, RequestTimeout
 from ..formats import NotQuick
 from ..formats.codec import Predictions, RequestType, ResponseType, encode, negotiate
-from ..inference import check_request, infer, parse_request
-from ..model import KnnModel
 from ..settings import ServingSettings
 from .batcher import MicroBatcher
+from .inference import check_request, infer, parse_request
 from .metrics import CONTENT_TYPE, EndpointMetrics
 
 log = logging.getLogger(__name__)

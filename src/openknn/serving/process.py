@@ -1,19 +1,59 @@
 """A local ``openknn serve`` child process: a free loopback port, the process started with
-its output in a log file, a wait for ``/ping``, and a stop that always ends it. Shared by the
-SDK's endpoints, ``openknn bench``, the benchmarks and the tests."""
+its output in a log file, a wait for ``/ping``, and a stop that always ends it; whether a pid
+is alive, and the /ping proof of which process an endpoint is. Shared by the server, the SDK's
+endpoints, the Ray replicas, ``openknn bench``, the benchmarks and the tests. Imports no server
+stack (uvicorn, starlette), so the SDK can use it."""
 
 from __future__ import annotations
 
+import hashlib
+import hmac
+import os
+import re
 import socket
 import subprocess
 import sys
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 
 import httpx
 
 from ..errors import ClientError
+
+# /ping's proof of identity: a client sends a fresh challenge; the endpoint started with a
+# token (ENDPOINT_TOKEN) answers its pid and HMAC-SHA256(token, "challenge:pid").
+CHALLENGE_HEADER, PROOF_HEADER, PID_HEADER = ("X-Openknn-Challenge", "X-Openknn-Proof",
+                                              "X-Openknn-Pid")
+_CHALLENGE = re.compile(r"[0-9A-Za-z]{16,128}")
+
+
+def proof(token: str, challenge: str, pid: int) -> str:
+    """What an endpoint holding ``token`` answers to ``challenge``."""
+    return hmac.new(token.encode(), f"{challenge}:{pid}".encode(), hashlib.sha256).hexdigest()
+
+
+def identity(token: str) -> Callable[[Mapping[str, str]], dict[str, str]]:
+    """The /ping headers proving this process holds ``token`` (none without a challenge)."""
+    def headers(request: Mapping[str, str]) -> dict[str, str]:
+        challenge = request.get(CHALLENGE_HEADER.lower(), "")
+        if not _CHALLENGE.fullmatch(challenge):
+            return {}
+        pid = os.getpid()
+        return {PID_HEADER: str(pid), PROOF_HEADER: proof(token, challenge, pid)}
+
+    return headers
+
+
+def pid_alive(pid: int) -> bool:
+    """Whether a process exists (signal 0 checks without touching it)."""
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
 
 
 def free_port() -> int:

@@ -14,13 +14,15 @@ from typing import Any
 import faiss
 import numpy as np
 
-from .errors import MissingExtraError
-from .gpu import visible
-from .report import BenchResult, CovtypeReport, FashionReport
-from .report_measure import (
+from ..core.gpu import visible
+from ..errors import MissingExtraError
+from .measure import (
     NO_GPU,
     Baseline,
+    BenchResult,
+    CovtypeReport,
     CovtypeResult,
+    FashionReport,
     FashionResult,
     Latency,
     Pass,

@@ -10,26 +10,24 @@ import time
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import faiss
 import httpx
 import numpy as np
 
-from . import gpu as gpus
-from .errors import AlgorithmError, MissingExtraError
-from .formats.csv import encode_csv
-from .formats.json import parse_predictions_json
-from .index import faiss_search, knob_name
-from .model import KnnModel
-from .predict import vote
-from .serving import process
-from .tuning import recall_per_query
+from ..core import gpu as gpus
+from ..core.index import faiss_search, knob_name
+from ..core.model import KnnModel
+from ..core.predict import vote
+from ..core.tuning import recall_per_query
+from ..errors import AlgorithmError, MissingExtraError
+from ..formats.csv import encode_csv
+from ..formats.json import parse_predictions_json
+from ..serving import process
+from .config import BenchConfig, Covtype, Fashion, Trained
 
-if TYPE_CHECKING:
-    from .report import BenchConfig, Covtype, Fashion, Trained
-
-log = logging.getLogger("openknn.report")
+log = logging.getLogger("openknn.bench.run")
 
 NO_GPU = "no GPU (faiss GPU build not installed / no device)"
 VERBOSE_JSON = "application/json; verbose=true"
@@ -398,3 +396,30 @@ def fashion_baseline(data: Fashion, cfg: BenchConfig) -> FashionBaseline:
         seconds = time.perf_counter() - t0
     return FashionBaseline(fashion_pass(ids, seconds, data, cfg.fashion_k), fit_s,
                            int(data.base.nbytes))
+
+
+# ---------------------------------------------------------------- one run's results
+
+
+@dataclass
+class CovtypeReport:
+    data: Covtype
+    results: list[CovtypeResult]
+    baselines: list[Baseline]
+
+
+@dataclass
+class FashionReport:
+    data: Fashion
+    results: list[FashionResult]
+    baseline: FashionBaseline
+
+
+@dataclass
+class BenchResult:
+    cfg: BenchConfig
+    command: str
+    covtype: CovtypeReport | str  # a string says why the section was skipped
+    fashion: FashionReport | str
+    seconds: float = 0.0
+    load_average: str = "unknown"

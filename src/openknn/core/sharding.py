@@ -64,7 +64,7 @@ def merge(parts: Parts, k: int, ascending: bool) -> tuple[np.ndarray, np.ndarray
 
 @dataclass
 class ShardedIndex:
-    """Stands in for a faiss index in ``openknn.search.search``: fans the query out to
+    """Stands in for a faiss index in ``openknn.core.search.search``: fans the query out to
     shards that each refine their candidates, merges."""
 
     fanout: FanOut

@@ -9,10 +9,10 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from .errors import ChannelError, DataError, UnsupportedMediaType
-from .formats import csv as csv_format
-from .formats import recordio
-from .formats.media import CSV, RECORDIO, parse_media_type
+from ..errors import ChannelError, DataError, UnsupportedMediaType
+from ..formats import csv as csv_format
+from ..formats import recordio
+from ..formats.media import CSV, RECORDIO, parse_media_type
 from .progress import Progress
 from .storage import DataFile, list_channel, open_binary
 

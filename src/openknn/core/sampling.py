@@ -10,7 +10,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from .errors import ChannelError
+from ..errors import ChannelError
 
 RECORD_BITS = 40  # a record id is (file ordinal << RECORD_BITS) | record number in the file
 MAX_FILES = 1 << (64 - RECORD_BITS)

@@ -12,13 +12,13 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import IO
 
-from . import artifact
-from .errors import ClientError, DataError, OpenKnnError
-from .formats.media import RECORDIO
+from ..core.model import KnnModel
+from ..errors import ClientError, DataError, OpenKnnError
+from ..formats.media import RECORDIO
+from ..jobs import artifact
+from ..jobs.progress import Progress
+from ..jobs.storage import list_channel, open_binary
 from .inference import invoke
-from .model import KnnModel
-from .progress import Progress
-from .storage import list_channel, open_binary
 
 log = logging.getLogger(__name__)
 

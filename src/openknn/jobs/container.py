@@ -8,9 +8,9 @@ import logging
 from pathlib import Path
 from typing import Any
 
+from ..errors import ClientError, DataError
 from . import artifact
 from .data import Channel
-from .errors import ClientError, DataError
 from .training import TrainingJobSpec
 
 DEFAULT_ROOT = Path("/opt/ml")

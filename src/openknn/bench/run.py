@@ -2,9 +2,9 @@
 Fashion-MNIST, each model served by a real ``openknn serve`` process and measured beside raw
 faiss on the same index and scikit-learn on the same data, in one run.
 
-This module holds the run: configuration, data, training and the order of the steps;
-``report_measure`` measures one model, ``report_output`` writes report.md, the PNG plots and
-the printed summary."""
+This module holds the run: data, training and the order of the steps; ``config`` holds the
+types the steps share, ``measure`` measures one model, ``output`` writes report.md, the PNG
+plots and the printed summary."""
 
 from __future__ import annotations
 
@@ -13,23 +13,31 @@ import os
 import tempfile
 import time
 from collections.abc import Mapping
-from dataclasses import dataclass, field
 from pathlib import Path
 
 import faiss
 import numpy as np
 
-from . import artifact, datasets, hyperparameters, training
-from .data import Channel
-from .errors import ChannelError, ClientError, DataError, MissingExtraError
-from .index import knob_name, serialize, set_threads
-from .model import KnnModel
-from .report_measure import (
+from ..core import hyperparameters
+from ..core.index import serialize, set_threads
+from ..errors import ChannelError, ClientError, DataError, MissingExtraError
+from ..jobs import artifact, datasets, training
+from ..jobs.data import Channel
+from .config import (
+    FLAT,
+    BenchConfig,
+    Covtype,
+    Fashion,
+    ModelSpec,
+    Trained,
+    covtype_specs,
+    fashion_specs,
+)
+from .measure import (
     RECALL_AT,
-    Baseline,
-    CovtypeResult,
-    FashionBaseline,
-    FashionResult,
+    BenchResult,
+    CovtypeReport,
+    FashionReport,
     covtype_baseline,
     fashion_baseline,
     measure_covtype,
@@ -38,124 +46,22 @@ from .report_measure import (
 
 log = logging.getLogger(__name__)
 
-FLAT, IVFFLAT, IVFPQ, HNSW = "faiss.Flat", "faiss.IVFFlat", "faiss.IVFPQ", "faiss.HNSW"
-DEFAULT_COVTYPE = Path("../shared/data/covtype/kaggle-forest-cover-type-prediction_train.csv.gz")
-DEFAULT_FASHION = Path("../shared/data/fashion-mnist")
 FASHION_TRUTH = "t10k-vs-train_knn100_ids.ivecs.gz"
-
-
-# ---------------------------------------------------------------- configuration
-
-
-@dataclass(frozen=True)
-class BenchConfig:
-    """Sizes of one run; ``make(quick=True)`` is the few-minute smoke run."""
-
-    quick: bool = False
-    threads: int = 1
-    sample_sizes: tuple[int, int] = (200_000, 500_000)  # the tutorial's two models
-    covtype_k: int = 100  # Part 2's models: verbose answers carry 100 labels
-    max_k: int = 12  # accuracy for k = 1..12
-    covtype_test_rows: int | None = None  # None: every test row
-    batch_rows: int = 581  # about 58,102 / 100, the notebook's batch
-    batch_requests: int = 100
-    single_requests: int = 2000
-    sklearn_batches: int = 5
-    sklearn_single: int = 200
-    fashion_base: int | None = None  # None: all 60,000 with the shipped exact ground truth
-    fashion_queries: int | None = None
-    fashion_k: int = 10
-    target_recall: float = 0.95
-    nprobe_curve: tuple[int, ...] = (1, 2, 3, 4, 6, 8, 12, 16, 24, 32, 48, 64, 128)
-    ef_curve: tuple[int, ...] = (10, 16, 24, 32, 48, 64, 96, 128, 192, 256, 512)
-
-    @classmethod
-    def make(cls, quick: bool = False, threads: int | None = None) -> BenchConfig:
-        if threads is not None and threads < 1:
-            raise ClientError(f"--threads {threads}: give 1 or more faiss threads")
-        cpus = threads or all_cpus()
-        if not quick:
-            return cls(threads=cpus)
-        return cls(quick=True, threads=cpus, sample_sizes=(20_000, 50_000),
-                   covtype_test_rows=300, batch_requests=10, single_requests=200,
-                   sklearn_batches=3, sklearn_single=50, fashion_base=10_000,
-                   fashion_queries=500, nprobe_curve=(1, 2, 4, 8, 16, 32),
-                   ef_curve=(16, 32, 64, 128))
-
-
-def all_cpus() -> int:
-    affinity = getattr(os, "sched_getaffinity", None)
-    return len(affinity(0)) if affinity else (os.cpu_count() or 1)
-
-
-@dataclass(frozen=True)
-class ModelSpec:
-    """One model of the set: its name, index and hyperparameters beyond the common ones."""
-
-    name: str
-    index_type: str
-    sample_size: int
-    extra: Mapping[str, str] = field(default_factory=dict)
-
-
-def covtype_specs(cfg: BenchConfig) -> list[ModelSpec]:
-    """Part 2's four models, then IVFFlat and HNSW tuned to the target recall."""
-    small, large = cfg.sample_sizes
-    pq = {"faiss_index_pq_m": "8"}
-    tuned = {"_target_recall": str(cfg.target_recall)}
-    return [ModelSpec("flat_l2", FLAT, small), ModelSpec("ivfpq_l2", IVFPQ, small, pq),
-            ModelSpec("flat_l2_large", FLAT, large),
-            ModelSpec("ivfpq_l2_large", IVFPQ, large, pq),
-            ModelSpec("ivfflat_l2_large", IVFFLAT, large, tuned),
-            ModelSpec("hnsw_l2_large", HNSW, large, tuned)]
-
-
-def fashion_specs(cfg: BenchConfig, rows: int) -> list[ModelSpec]:
-    tuned = {"_target_recall": str(cfg.target_recall)}
-    return [ModelSpec("flat_l2", FLAT, rows), ModelSpec("ivfflat_l2", IVFFLAT, rows, tuned),
-            ModelSpec("hnsw_l2", HNSW, rows, tuned)]
 
 
 # ---------------------------------------------------------------- data
 
 
-@dataclass
-class Covtype:
-    """The tutorial's split: all train rows, the evaluated test rows, and every test row
-    (the pool the 581-row batches are cut from)."""
-
-    source: str
-    train_x: np.ndarray
-    train_y: np.ndarray
-    test_x: np.ndarray
-    test_y: np.ndarray
-    pool: np.ndarray
-    notes: list[str] = field(default_factory=list)
-
-
-@dataclass
-class Fashion:
-    source: str
-    base: np.ndarray
-    base_labels: np.ndarray
-    queries: np.ndarray
-    query_labels: np.ndarray
-    truth: np.ndarray  # (queries, RECALL_AT) exact neighbour ids
-    notes: list[str] = field(default_factory=list)
-
-
 def covtype_file(path: Path | None) -> tuple[Path | None, str]:
-    """``--covtype-path``, else UCI's file (cached or downloaded), else the Kaggle rows."""
+    """``--covtype-path``, else UCI's file (cached or downloaded)."""
     if path is not None:
         return datasets.covtype_file(path), f"{path} (--covtype-path)"
     try:
         return datasets.covtype_file(None, timeout=30), "UCI covtype.data.gz (581,012 rows)"
     except ClientError as exc:
         reason = str(exc).split(";")[0]
-    if DEFAULT_COVTYPE.is_file():
-        return DEFAULT_COVTYPE, (f"Kaggle covtype rows {DEFAULT_COVTYPE} (UCI covtype was not "
-                                 f"obtainable: {reason})")
-    return None, f"no covtype data ({reason}; {DEFAULT_COVTYPE} not found): pass --covtype-path"
+    return None, (f"no covtype data ({reason}): pass --covtype-path, e.g. Kaggle's "
+                  "forest-cover-type train.csv.gz")
 
 
 def load_covtype(path: Path, source: str, cfg: BenchConfig) -> Covtype:
@@ -178,13 +84,11 @@ def load_covtype(path: Path, source: str, cfg: BenchConfig) -> Covtype:
 
 
 def fashion_dir(path: Path | None) -> Path | None:
-    """``--fashion-path`` (checked when read), else ../shared/data's copy, else Debian's."""
+    """``--fashion-path`` (checked when read), else Debian's copy where it is installed."""
     if path is not None:
         return path
-    for candidate in (DEFAULT_FASHION, datasets.DEBIAN_FASHION_MNIST):
-        if (candidate / datasets.FASHION_FILES["train_images"]).exists():
-            return candidate
-    return None
+    candidate = datasets.DEBIAN_FASHION_MNIST
+    return candidate if (candidate / datasets.FASHION_FILES["train_images"]).exists() else None
 
 
 def load_fashion(path: Path, cfg: BenchConfig) -> Fashion:
@@ -207,25 +111,6 @@ def load_fashion(path: Path, cfg: BenchConfig) -> Fashion:
 
 
 # ---------------------------------------------------------------- training
-
-
-@dataclass
-class Trained:
-    spec: ModelSpec
-    model: KnnModel
-    tar: Path
-    train_s: float
-    index_bytes: int
-    job_accuracy: float | None = None  # the training job's test score at k
-
-    @property
-    def knob(self) -> str:
-        """``nprobe=5`` / ``efSearch=128`` (tuned) / ``exact``."""
-        name = knob_name(self.model.index)
-        if name is None:
-            return "exact"
-        tuned = " (tuned)" if self.model.meta.tuning else ""
-        return f"{name}={self.model.meta.nprobe}{tuned}"
 
 
 def base_hp(spec: ModelSpec, feature_dim: int, k: int) -> dict[str, str]:
@@ -270,30 +155,6 @@ def train_fashion(spec: ModelSpec, data: Fashion, workdir: Path, cfg: BenchConfi
 # ---------------------------------------------------------------- the run
 
 
-@dataclass
-class CovtypeReport:
-    data: Covtype
-    results: list[CovtypeResult]
-    baselines: list[Baseline]
-
-
-@dataclass
-class FashionReport:
-    data: Fashion
-    results: list[FashionResult]
-    baseline: FashionBaseline
-
-
-@dataclass
-class BenchResult:
-    cfg: BenchConfig
-    command: str
-    covtype: CovtypeReport | str  # a string says why the section was skipped
-    fashion: FashionReport | str
-    seconds: float = 0.0
-    load_average: str = "unknown"
-
-
 def load_average() -> str:
     try:
         return f"{os.getloadavg()[0]:.2f}"
@@ -319,8 +180,8 @@ def run_covtype(cfg: BenchConfig, path: Path | None, workdir: Path) -> CovtypeRe
 def run_fashion(cfg: BenchConfig, path: Path | None, workdir: Path) -> FashionReport | str:
     found = fashion_dir(path)
     if found is None:
-        return (f"Fashion-MNIST not found in {DEFAULT_FASHION} or "
-                f"{datasets.DEBIAN_FASHION_MNIST}: pass --fashion-path")
+        return (f"Fashion-MNIST not found in {datasets.DEBIAN_FASHION_MNIST}: pass "
+                "--fashion-path")
     data = load_fashion(found, cfg)
     baseline = fashion_baseline(data, cfg)
     results = []
@@ -332,7 +193,7 @@ def run_fashion(cfg: BenchConfig, path: Path | None, workdir: Path) -> FashionRe
 
 def check_extras() -> None:
     """matplotlib and scikit-learn (the ``dev`` extra): fail before minutes of work."""
-    from .report_output import pyplot
+    from .output import pyplot
 
     pyplot()
     try:
@@ -345,21 +206,20 @@ def check_paths(covtype_path: Path | None, fashion_path: Path | None) -> None:
     """Given paths must hold their data: fail now, not after the other data set's minutes."""
     if covtype_path is not None and not covtype_path.is_file():
         raise ChannelError(f"--covtype-path {covtype_path}: no such file; give a local UCI "
-                           "covtype.data[.gz] or Kaggle train.csv[.gz], e.g. "
-                           f"{DEFAULT_COVTYPE}")
+                           "covtype.data[.gz] or Kaggle's forest-cover-type train.csv[.gz]")
     if fashion_path is not None:
         missing = [name for name in datasets.FASHION_FILES.values()
                    if not (fashion_path / name).is_file()]
         if missing:
             raise DataError(f"--fashion-path {fashion_path}: missing {', '.join(missing)}; "
-                            "give a folder with Fashion-MNIST's four IDX files, e.g. "
-                            f"{DEFAULT_FASHION}")
+                            "give a folder with Fashion-MNIST's four IDX files (and "
+                            f"{FASHION_TRUTH} for recall)")
 
 
 def run(cfg: BenchConfig, output: Path, covtype_path: Path | None = None,
         fashion_path: Path | None = None, command: str = "openknn bench") -> str:
     """Measure everything, write report.md and the plots into ``output``; the summary."""
-    from .report_output import write
+    from .output import write
 
     check_extras()
     check_paths(covtype_path, fashion_path)

@@ -9,7 +9,7 @@ from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from .errors import HyperparameterError
+from ..errors import HyperparameterError
 
 INDEX_TYPES = ("faiss.Flat", "faiss.IVFFlat", "faiss.IVFPQ", "faiss.HNSW")
 INDEX_METRICS = ("L2", "INNER_PRODUCT", "COSINE")

@@ -7,7 +7,6 @@ import contextlib
 import fcntl
 import gzip
 import io
-import json
 import logging
 import lzma
 import os
@@ -16,24 +15,25 @@ import secrets
 import stat
 import tarfile
 import zlib
-from collections.abc import Collection, Iterable, Iterator, Mapping
+from collections.abc import Collection, Iterator, Mapping
 from pathlib import Path
 from typing import BinaryIO
 
-import numpy as np
+from ..core.model import KnnModel, from_files, model_bytes
+from ..core.model_files import (
+    INDEX_FILE,
+    LABELS_FILE,
+    MAX_META_BYTES,
+    META_FILE,
+    MODEL_FILES,
+    ModelMeta,
+    check_present,
+    check_size,
+    file_limit,
+    read_meta,
+)
+from ..errors import ClientError, ModelError
 
-from . import index as faiss_index
-from . import model_check
-from .errors import ClientError, ModelError
-from .model import KnnModel, ModelMeta
-from .reduction import Projection
-
-HOST = "algo-1"
-INDEX_FILE = f"model_{HOST}"
-LABELS_FILE = f"{INDEX_FILE}.labels"
-META_FILE = f"{INDEX_FILE}.json"
-MODEL_FILES = (INDEX_FILE, LABELS_FILE, META_FILE)  # the JSON last: it marks a complete model
-NPY_MAGIC = b"\x93NUMPY"
 # atomic_file's temporaries: ".<target>.<8 random>.tmp" (tempfile.mkstemp's names alike)
 TEMPORARY = re.compile(r"\.(?P<target>.+)\.[a-z0-9_]{8}\.tmp")
 
@@ -42,16 +42,6 @@ log = logging.getLogger(__name__)
 
 class OutputInUse(ClientError):
     """Another job is writing into the same output location right now."""
-
-
-def model_bytes(model: KnnModel) -> dict[str, bytes]:
-    """The three files' contents."""
-    meta = json.dumps(model.meta.to_json(), indent=2, sort_keys=True).encode()
-    return {
-        INDEX_FILE: faiss_index.serialize(model.index),
-        LABELS_FILE: model.labels.astype("<f4").tobytes(),
-        META_FILE: meta + b"\n",
-    }
 
 
 def _temporary(path: Path) -> tuple[int, Path]:
@@ -169,8 +159,7 @@ def write_model_tar(model: KnnModel, path: str | os.PathLike[str]) -> None:
 
 # Loading checks sizes before it reads (issue 10): a member's size comes from its tar header
 # (or the file's stat) and is held against what model_algo-1.json says the model can take
-# (openknn.model_check: points x dimension per index type) before a byte of it is read.
-MAX_META_BYTES = 32 << 20  # model_algo-1.json; its largest field, center, is index_dim numbers
+# (openknn.core.model_files: points x dimension per index type) before a byte of it is read.
 MAX_MEMBERS = 64
 MAX_HEADER_BYTES = 1 << 20  # a pax or GNU long-name header, which tarfile reads whole
 EXPANSION_FLOOR = 64 << 20
@@ -197,30 +186,6 @@ class _BoundedTarInfo(tarfile.TarInfo):
                            f"{MAX_HEADER_BYTES} are read")
         member: tarfile.TarInfo = super()._proc_member(archive)  # type: ignore[misc]
         return member
-
-
-def _limit(name: str, meta: ModelMeta | None) -> int | None:
-    """The most bytes model file ``name`` may hold; None where nothing bounds it yet."""
-    if name == META_FILE:
-        return MAX_META_BYTES
-    if meta is None:
-        return None
-    if name == INDEX_FILE:
-        return model_check.index_bytes_limit(meta)
-    return model_check.labels_bytes_limit(meta)
-
-
-def _check_size(name: str, size: int, meta: ModelMeta | None, source: str) -> None:
-    limit = _limit(name, meta)
-    if limit is None or size <= limit:
-        return
-    if meta is None:
-        raise ModelError(f"{source}/{name}: {size} bytes, more than the {limit} a model JSON "
-                         "may take")
-    raise ModelError(
-        f"{source}/{name}: {size} bytes, more than the {limit} that a {meta.index_type} model "
-        f"of num_points={meta.num_points} and index_dim={meta.index_dim} (its {META_FILE}) "
-        "can take; the file is corrupt or belongs to another model")
 
 
 class _TarReader:
@@ -253,8 +218,8 @@ class _TarReader:
         wanted = name in MODEL_FILES and member.isreg() and not member.issparse()
         if wanted and name in self.files:
             raise ModelError(f"{self.source}: the archive holds {name} twice")
-        if wanted and _limit(name, self.meta) is not None:
-            _check_size(name, member.size, self.meta, self.source)
+        if wanted and file_limit(name, self.meta) is not None:
+            check_size(name, member.size, self.meta, self.source)
         else:
             self._expand(name, member.size)
         if not wanted:
@@ -262,9 +227,9 @@ class _TarReader:
         f = tar.extractfile(member)
         self.files[name] = f.read() if f is not None else b""
         if name == META_FILE:
-            self.meta = _meta(self.files[name], f"{self.source}/{META_FILE}")
+            self.meta = read_meta(self.files[name], f"{self.source}/{META_FILE}")
             for other, data in self.files.items():  # read before the JSON was
-                _check_size(other, len(data), self.meta, self.source)
+                check_size(other, len(data), self.meta, self.source)
 
     def _expand(self, name: str, size: int) -> None:
         self.expanded += size
@@ -283,80 +248,26 @@ def _read_tar(path: Path) -> dict[str, bytes]:
     return _TarReader(path).read()
 
 
-def unpack(path: str | os.PathLike[str], directory: str | os.PathLike[str]) -> None:
-    """Extract a ``model.tar.gz`` into ``directory``, refusing members that would escape it."""
-    try:
-        with tarfile.open(path, mode="r:*") as tar:
-            tar.extractall(directory, filter="data")
-    except tarfile.FilterError as exc:
-        raise ModelError(f"{path}: unsafe archive member refused ({exc})") from None
-    except (tarfile.TarError, OSError, EOFError) as exc:
-        raise ModelError(f"{path}: not a readable model.tar.gz ({exc})") from None
-
-
-def _missing(names: Iterable[str], source: str) -> None:
-    present = set(names)
-    missing = [name for name in MODEL_FILES if name not in present]
-    if missing:
-        raise ModelError(f"{source}: the model is missing {', '.join(missing)}; expected the "
-                         f"files {', '.join(MODEL_FILES)} as written by openknn train")
-
-
 def _read_file(path: Path, limit: int | None, name: str, meta: ModelMeta | None) -> bytes:
     """A model file whose size (stat, then what is read) is within ``limit``."""
     size = path.stat().st_size
-    _check_size(name, size, meta, str(path.parent))
+    check_size(name, size, meta, str(path.parent))
     with open(path, "rb") as f:
         data = f.read() if limit is None else f.read(min(size, limit) + 1)
-    _check_size(name, len(data), meta, str(path.parent))
+    check_size(name, len(data), meta, str(path.parent))
     return data
 
 
 def _read_dir(path: Path) -> dict[str, bytes]:
     """The three files, the JSON first, each refused by its size before it is read."""
-    _missing([name for name in MODEL_FILES if (path / name).is_file()], str(path))
+    check_present([name for name in MODEL_FILES if (path / name).is_file()], str(path))
     files = {META_FILE: _read_file(path / META_FILE, MAX_META_BYTES, META_FILE, None)}
-    meta = _meta(files[META_FILE], f"{path}/{META_FILE}")
+    meta = read_meta(files[META_FILE], f"{path}/{META_FILE}")
     for name in (INDEX_FILE, LABELS_FILE):
-        files[name] = _read_file(path / name, _limit(name, meta), name, meta)
+        files[name] = _read_file(path / name, file_limit(name, meta), name, meta)
     return files
 
 
-def _meta(data: bytes, source: str) -> ModelMeta:
-    try:
-        obj = json.loads(data)
-    except (ValueError, RecursionError) as exc:  # RecursionError: nested thousands deep
-        raise ModelError(f"{source}: not valid JSON ({exc})") from None
-    return ModelMeta.from_json(obj, source)
-
-
-def read_labels(data: bytes, source: str, points: int | None = None) -> np.ndarray:
-    """Raw little-endian float32, or a ``.npy`` array of numbers (also accepted, decision 8);
-    with ``points``, checked to be finite and one per indexed point."""
-    if data.startswith(NPY_MAGIC):
-        labels = model_check.npy_labels(data, source)
-    elif len(data) % 4:
-        raise ModelError(f"{source}: {len(data)} bytes is not a whole number of float32 labels")
-    else:
-        labels = np.frombuffer(data, dtype="<f4")
-    if points is None:
-        return labels.astype(np.float32).ravel()
-    return model_check.check_labels(labels, points, source)
-
-
-def from_files(files: Mapping[str, bytes], source: str = "<model>") -> KnnModel:
-    """A model from the three files' contents (the inverse of ``model_bytes``), every field
-    and size checked: a model that loads can answer."""
-    _missing(files, source)
-    meta = _meta(files[META_FILE], f"{source}/{META_FILE}")
-    for name in (INDEX_FILE, LABELS_FILE):
-        _check_size(name, len(files[name]), meta, source)
-    index = model_check.deserialize_index(files[INDEX_FILE], f"{source}/{INDEX_FILE}")
-    model_check.check_index(meta, index, f"{source}/{INDEX_FILE}")
-    labels = read_labels(files[LABELS_FILE], f"{source}/{LABELS_FILE}", int(index.ntotal))
-    projection = (Projection.from_json(meta.dimension_reduction)
-                  if meta.dimension_reduction else None)
-    return KnnModel(meta=meta, index=index, labels=labels, projection=projection)
 
 
 def load(path: str | os.PathLike[str]) -> KnnModel:

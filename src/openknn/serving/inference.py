@@ -5,8 +5,11 @@ from __future__ import annotations
 
 import numpy as np
 
-from .errors import DataError
-from .formats.codec import (
+from ..core.index import HNSW, IVF_TYPES
+from ..core.model import KnnModel
+from ..core.predict import predict
+from ..errors import DataError
+from ..formats.codec import (
     Predictions,
     RequestType,
     ResponseType,
@@ -16,10 +19,7 @@ from .formats.codec import (
     negotiate,
     request_type,
 )
-from .formats.media import shown
-from .index import HNSW, IVF_TYPES
-from .model import KnnModel
-from .predict import predict
+from ..formats.media import shown
 
 
 def check_rows(features: np.ndarray, source: str = "<body>") -> None:

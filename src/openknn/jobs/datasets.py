@@ -20,9 +20,9 @@ from typing import Any, BinaryIO, NamedTuple
 
 import numpy as np
 
-from .errors import ChannelError, ClientError, DataError, DownloadError
-from .settings import CACHE as CACHE_ENV
-from .settings import COVTYPE_URLS as COVTYPE_URLS_ENV
+from ..errors import ChannelError, ClientError, DataError, DownloadError
+from ..settings import CACHE as CACHE_ENV
+from ..settings import COVTYPE_URLS as COVTYPE_URLS_ENV
 
 log = logging.getLogger(__name__)
 
@@ -87,8 +87,7 @@ COVTYPE_URLS = (  # the tutorial's URL, then scikit-learn's mirror (fetch_covtyp
     "https://ndownloader.figshare.com/files/5976039",
 )
 COVTYPE_HINT = ("pass --path to a local copy of covtype.data[.gz] or Kaggle's train.csv[.gz], "
-                "e.g. --path ../shared/data/covtype/kaggle-forest-cover-type-prediction_"
-                "train.csv.gz")
+                "e.g. --path kaggle-forest-cover-type-prediction_train.csv.gz")
 _NETWORK_ERRORS = (urllib.error.URLError, http.client.HTTPException, ConnectionError,
                    TimeoutError, ValueError)
 _CHUNK = 1 << 20
@@ -323,7 +322,7 @@ def _integral(array: np.ndarray) -> bool:
 def _write_csv(f: BinaryIO, features: np.ndarray, labels: np.ndarray) -> None:
     """Label first, no header; integral data printed as integers (in the narrowest integer
     type, which halves the text encoding's time). Written in blocks."""
-    from .formats.csv import encode_csv
+    from ..formats.csv import encode_csv
 
     integers: np.dtype[Any] | None = None
     if _integral(features) and _integral(labels) and features.size:
@@ -336,7 +335,7 @@ def _write_csv(f: BinaryIO, features: np.ndarray, labels: np.ndarray) -> None:
 
 
 def _write_recordio(f: BinaryIO, features: np.ndarray, labels: np.ndarray) -> None:
-    from .formats import recordio
+    from ..formats import recordio
 
     recordio.write_dense(f, features, labels)
 

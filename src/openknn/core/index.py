@@ -1,6 +1,6 @@
 """faiss indexes for SageMaker k-NN: build (Flat / IVFFlat / IVFPQ / HNSW; L2 /
 INNER_PRODUCT / COSINE; the L2 shift; PQ padding; ``nlist=auto``) and faiss's own search with
-``nprobe``. ``openknn.search`` turns that search into exact answers."""
+``nprobe``. ``openknn.core.search`` turns that search into exact answers."""
 
 from __future__ import annotations
 
@@ -13,7 +13,7 @@ from typing import Any
 import faiss
 import numpy as np
 
-from .errors import TrainingError
+from ..errors import TrainingError
 from .hyperparameters import PQ_M_VALUES
 
 log = logging.getLogger(__name__)
@@ -41,7 +41,7 @@ class IndexConfig:
 # faiss 1.15 takes its BLAS path only when rows x d >= 128,000, so a batch under ~2,400 rows of
 # 54 features is scanned: 2-4x slower at 16-581 rows (measured, 200k x 54, 2 threads), while
 # a single row is faster scanned on one thread. BLAS from 16 rows: its float32 rounding
-# only picks candidates, whose distances openknn.search recomputes.
+# only picks candidates, whose distances openknn.core.search recomputes.
 BLAS_MIN_ROWS = 16
 NEVER_BLAS = 1 << 30
 FAISS_BLAS_THRESHOLD = int(faiss.cvar.distance_compute_blas_threshold)  # faiss's default
@@ -272,7 +272,7 @@ def raw_search(index: Any, queries: np.ndarray, k: int, nprobe: int,
                ) -> tuple[np.ndarray, np.ndarray]:
     """faiss's distances of the ``k`` nearest; IVF rows whose probed lists hold fewer than
     ``k`` points are searched again over every list, so no id is ever -1. An index split
-    over shards (``openknn.sharding``) does the same across its shards."""
+    over shards (``openknn.core.sharding``) does the same across its shards."""
     if hasattr(index, "search_raw"):
         result: tuple[np.ndarray, np.ndarray] = index.search_raw(queries, k, nprobe)
         return result

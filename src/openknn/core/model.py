@@ -4,57 +4,30 @@ projection, and the query path shared by test scoring, the server and the SDK.""
 from __future__ import annotations
 
 import functools
+import json
 from collections.abc import Mapping
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 
+from ..errors import DataError
 from . import index as faiss_index
-from .errors import DataError
-from .model_check import meta_fields
+from .model_files import (
+    INDEX_FILE,
+    LABELS_FILE,
+    META_FILE,
+    ModelMeta,
+    check_index,
+    check_present,
+    check_size,
+    deserialize_index,
+    read_labels,
+    read_meta,
+)
 from .predict import predict
 from .reduction import Projection
 from .search import search
-
-VERSION = "1.0"
-
-
-@dataclass
-class ModelMeta:
-    """The model JSON (decision 8). ``k`` and ``predictor_type`` may be edited by users."""
-
-    k: int
-    predictor_type: str
-    feature_dim: int
-    index_dim: int
-    index_type: str = "faiss.Flat"
-    index_metric: str = "L2"
-    nprobe: int = 5
-    dimension_reduction: dict[str, Any] | None = None
-    normalize: bool = False
-    sampling_seed: int = 0
-    num_points: int = 0
-    faiss_index_ivf_nlists: int | None = None
-    faiss_index_pq_m: int | None = None
-    tuning: dict[str, Any] | None = None  # _target_recall's choice (openknn.tuning.Tuned)
-    # L2 only: a shift about the sample mean (exact in float32 for every stored value),
-    # subtracted from every vector before indexing and from every query (distances are
-    # translation-invariant), so float32 search does not cancel on large magnitudes or
-    # offsets (openknn.index.center_of). None: vectors indexed as given (older models).
-    center: list[float] | None = None
-    version: str = VERSION
-
-    def to_json(self) -> dict[str, Any]:
-        return asdict(self)
-
-    @classmethod
-    def from_json(cls, obj: Mapping[str, Any], source: str = "model_algo-1.json") -> ModelMeta:
-        """Read leniently (unknown keys are ignored, absent optional keys take their defaults)
-        but check every known field's type and range against the hyperparameter table
-        (``openknn.model_check``); a bad one raises ``ModelError`` naming ``source`` and it."""
-        fields = meta_fields(obj, source)
-        return cls(**{k: v for k, v in fields.items() if k in cls.__dataclass_fields__})
 
 
 @dataclass
@@ -65,7 +38,7 @@ class KnnModel:
     index: Any
     labels: np.ndarray  # float32, one per index id
     projection: Projection | None = None
-    # What searches for ``index``, where not the index itself: its GPU copy (openknn.gpu).
+    # What searches for ``index``, where not the index itself: its GPU copy (openknn.core.gpu).
     # ``index`` stays the CPU index that is written and checked.
     searcher: Any = None
 
@@ -97,11 +70,34 @@ class KnnModel:
     def __reduce__(self) -> tuple[Any, ...]:
         """Pickle as the model files (faiss indexes do not pickle themselves), so a model can
         travel to Ray workers."""
-        from . import artifact
-
-        return (artifact.from_files, (artifact.model_bytes(self),))
+        return (from_files, (model_bytes(self),))
 
     def predict(self, features: np.ndarray) -> np.ndarray:
         """One float32 prediction per row: vote or mean of the neighbour labels."""
         _, neighbor_labels = self.neighbors(features)
         return predict(neighbor_labels, self.meta.predictor_type)
+
+
+def model_bytes(model: KnnModel) -> dict[str, bytes]:
+    """The three files' contents."""
+    meta = json.dumps(model.meta.to_json(), indent=2, sort_keys=True).encode()
+    return {
+        INDEX_FILE: faiss_index.serialize(model.index),
+        LABELS_FILE: model.labels.astype("<f4").tobytes(),
+        META_FILE: meta + b"\n",
+    }
+
+
+def from_files(files: Mapping[str, bytes], source: str = "<model>") -> KnnModel:
+    """A model from the three files' contents (the inverse of ``model_bytes``), every field
+    and size checked: a model that loads can answer."""
+    check_present(files, source)
+    meta = read_meta(files[META_FILE], f"{source}/{META_FILE}")
+    for name in (INDEX_FILE, LABELS_FILE):
+        check_size(name, len(files[name]), meta, source)
+    index = deserialize_index(files[INDEX_FILE], f"{source}/{INDEX_FILE}")
+    check_index(meta, index, f"{source}/{INDEX_FILE}")
+    labels = read_labels(files[LABELS_FILE], f"{source}/{LABELS_FILE}", int(index.ntotal))
+    projection = (Projection.from_json(meta.dimension_reduction)
+                  if meta.dimension_reduction else None)
+    return KnnModel(meta=meta, index=index, labels=labels, projection=projection)

@@ -6,20 +6,68 @@ from __future__ import annotations
 
 import contextlib
 import io
+import json
 import math
 import threading
-from collections.abc import Iterator, Mapping
-from typing import TYPE_CHECKING, Any
+from collections.abc import Iterable, Iterator, Mapping
+from dataclasses import asdict, dataclass
+from typing import Any
 
 import faiss
 import numpy as np
 
+from ..errors import HyperparameterError, ModelError
 from . import hyperparameters as hps
-from .errors import HyperparameterError, ModelError
 from .reduction import Projection
 
-if TYPE_CHECKING:
-    from .model import ModelMeta
+HOST = "algo-1"
+INDEX_FILE = f"model_{HOST}"
+LABELS_FILE = f"{INDEX_FILE}.labels"
+META_FILE = f"{INDEX_FILE}.json"
+MODEL_FILES = (INDEX_FILE, LABELS_FILE, META_FILE)  # the JSON last: it marks a complete model
+NPY_MAGIC = b"\x93NUMPY"
+MAX_META_BYTES = 32 << 20  # model_algo-1.json; its largest field, center, is index_dim numbers
+
+VERSION = "1.0"
+
+
+@dataclass
+class ModelMeta:
+    """The model JSON (decision 8). ``k`` and ``predictor_type`` may be edited by users."""
+
+    k: int
+    predictor_type: str
+    feature_dim: int
+    index_dim: int
+    index_type: str = "faiss.Flat"
+    index_metric: str = "L2"
+    nprobe: int = 5
+    dimension_reduction: dict[str, Any] | None = None
+    normalize: bool = False
+    sampling_seed: int = 0
+    num_points: int = 0
+    faiss_index_ivf_nlists: int | None = None
+    faiss_index_pq_m: int | None = None
+    tuning: dict[str, Any] | None = None  # _target_recall's choice (openknn.core.tuning.Tuned)
+    # L2 only: a shift about the sample mean (exact in float32 for every stored value),
+    # subtracted from every vector before indexing and from every query (distances are
+    # translation-invariant), so float32 search does not cancel on large magnitudes or
+    # offsets (openknn.core.index.center_of). None: vectors indexed as given (older models).
+    center: list[float] | None = None
+    version: str = VERSION
+
+    def to_json(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_json(cls, obj: Mapping[str, Any], source: str = "model_algo-1.json") -> ModelMeta:
+        """Read leniently (unknown keys are ignored, absent optional keys take their defaults)
+        but check every known field's type and range against the hyperparameter table
+        (``openknn.core.model_files``); a bad one raises ``ModelError`` naming ``source`` and it."""
+        fields = meta_fields(obj, source)
+        return cls(**{k: v for k, v in fields.items() if k in cls.__dataclass_fields__})
+
+
 
 REQUIRED = ("k", "predictor_type", "feature_dim")
 SLACK_BYTES = 1 << 20
@@ -329,3 +377,57 @@ def deserialize_index(data: bytes, source: str) -> Any:
         text = str(exc).strip() or type(exc).__name__
         reason = text.splitlines()[-1][-300:]
         raise ModelError(f"{source}: not a faiss index openknn can read ({reason})") from None
+
+
+def file_limit(name: str, meta: ModelMeta | None) -> int | None:
+    """The most bytes model file ``name`` may hold; None where nothing bounds it yet."""
+    if name == META_FILE:
+        return MAX_META_BYTES
+    if meta is None:
+        return None
+    if name == INDEX_FILE:
+        return index_bytes_limit(meta)
+    return labels_bytes_limit(meta)
+
+
+def check_size(name: str, size: int, meta: ModelMeta | None, source: str) -> None:
+    limit = file_limit(name, meta)
+    if limit is None or size <= limit:
+        return
+    if meta is None:
+        raise ModelError(f"{source}/{name}: {size} bytes, more than the {limit} a model JSON "
+                         "may take")
+    raise ModelError(
+        f"{source}/{name}: {size} bytes, more than the {limit} that a {meta.index_type} model "
+        f"of num_points={meta.num_points} and index_dim={meta.index_dim} (its {META_FILE}) "
+        "can take; the file is corrupt or belongs to another model")
+
+
+def check_present(names: Iterable[str], source: str) -> None:
+    present = set(names)
+    missing = [name for name in MODEL_FILES if name not in present]
+    if missing:
+        raise ModelError(f"{source}: the model is missing {', '.join(missing)}; expected the "
+                         f"files {', '.join(MODEL_FILES)} as written by openknn train")
+
+
+def read_meta(data: bytes, source: str) -> ModelMeta:
+    try:
+        obj = json.loads(data)
+    except (ValueError, RecursionError) as exc:  # RecursionError: nested thousands deep
+        raise ModelError(f"{source}: not valid JSON ({exc})") from None
+    return ModelMeta.from_json(obj, source)
+
+
+def read_labels(data: bytes, source: str, points: int | None = None) -> np.ndarray:
+    """Raw little-endian float32, or a ``.npy`` array of numbers (also accepted, decision 8);
+    with ``points``, checked to be finite and one per indexed point."""
+    if data.startswith(NPY_MAGIC):
+        labels = npy_labels(data, source)
+    elif len(data) % 4:
+        raise ModelError(f"{source}: {len(data)} bytes is not a whole number of float32 labels")
+    else:
+        labels = np.frombuffer(data, dtype="<f4")
+    if points is None:
+        return labels.astype(np.float32).ravel()
+    return check_labels(labels, points, source)

@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import IO, Any
 from urllib.parse import unquote, urlparse
 
-from .errors import ChannelError, MissingExtraError
+from ..errors import ChannelError, MissingExtraError
 
 
 @dataclass(frozen=True)

@@ -14,16 +14,18 @@ from typing import Any, TypeVar
 
 import numpy as np
 
-from . import artifact, gpu, hyperparameters, tuning
-from . import index as faiss_index
+from ..core import gpu, hyperparameters, tuning
+from ..core import index as faiss_index
+from ..core.evaluate import Score
+from ..core.model import KnnModel
+from ..core.model_files import MODEL_FILES, ModelMeta
+from ..core.reduction import Projection, make_projection
+from ..core.sampling import HostSample, KeyedSample, merge, record_ids, worker_sample_size
+from ..errors import ChannelError
+from . import artifact
 from .data import Channel, iter_blocks, require_files
-from .errors import ChannelError
-from .evaluate import Score
-from .model import KnnModel, ModelMeta
 from .progress import Progress
-from .reduction import Projection, make_projection
 from .runner import LocalRunner, Runner
-from .sampling import HostSample, KeyedSample, merge, record_ids, worker_sample_size
 from .storage import DataFile
 
 log = logging.getLogger(__name__)
@@ -240,7 +242,7 @@ def output_targets(spec: TrainingJobSpec) -> dict[Path, set[str]]:
     """Each directory the job writes into, with the names it writes there."""
     out: dict[Path, set[str]] = {}
     if spec.model_dir is not None:
-        out.setdefault(spec.model_dir, set()).update(artifact.MODEL_FILES)
+        out.setdefault(spec.model_dir, set()).update(MODEL_FILES)
     if spec.output_dir is not None:
         out.setdefault(spec.output_dir, set()).add(MODEL_TAR)
     metrics_dir = spec.metrics_dir or spec.output_dir

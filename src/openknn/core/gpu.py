@@ -17,7 +17,7 @@ from typing import Any
 import faiss
 import numpy as np
 
-from .errors import ClientError
+from ..errors import ClientError
 from .index import IndexConfig, empty, fill, nlist_of, raw_search
 
 log = logging.getLogger(__name__)
@@ -127,7 +127,7 @@ def _gpu_step_failed(exc: BaseException, strict: bool, name: str, step: str,
 
 @dataclass
 class GpuIndex:
-    """Stands in for a faiss index in ``openknn.search.search``: searches the GPU copy, and
+    """Stands in for a faiss index in ``openknn.core.search.search``: searches the GPU copy, and
     the CPU index where the GPU cannot answer (an nprobe or k over faiss's GPU limit, rows
     whose probed lists held fewer than k points), so answers follow the CPU rules."""
 

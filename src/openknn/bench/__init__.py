@@ -1,0 +1,1 @@
+"""`openknn bench`: the tuning report, outside the core's way."""

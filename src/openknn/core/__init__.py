@@ -1,0 +1,1 @@
+"""The pure math and the in-memory model: no files, no servers."""

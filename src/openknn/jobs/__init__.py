@@ -1,0 +1,1 @@
+"""The training job and its I/O: channels, model files, the /opt/ml contract."""
