@@ -3,6 +3,7 @@ logging, and it turns every openknn error into one ``ClientError: ...`` line and
 
 from __future__ import annotations
 
+import functools
 import logging
 import signal
 import sys
@@ -149,7 +150,6 @@ def _train_local(train: str | None, test: str | None, types: tuple[str | None, s
 
     from .errors import ChannelError, ClientError, HyperparameterError
     from .jobs import training
-    from .jobs.data import Channel
 
     if train is None:
         raise ChannelError("Must provide train channel: pass --train PATH (or --sm-root)")
@@ -163,21 +163,19 @@ def _train_local(train: str | None, test: str | None, types: tuple[str | None, s
     raw.update(hyperparameters.parse_assignments(hps))
     if hosts.count < 1:
         raise ClientError(f"--instance-count {hosts.count}: give 1 or more hosts")
-    channels = {"train": Channel("train", train, types[0], hosts.distribution)}
-    if test is not None:
-        channels["test"] = Channel("test", test, types[1])
-    spec = training.TrainingJobSpec(raw, channels, output_dir=output_dir, threads=threads,
-                                    instance_count=hosts.count)
+    run = functools.partial(training.train, train, test, hyperparameters=raw,
+                            output_dir=output_dir, content_types=types, threads=threads,
+                            instance_count=hosts.count, distribution=hosts.distribution)
     if hosts.count > 1 and hosts.runner == "ray":
         from .distributed.runner import RayRunner
 
         ray_runner = RayRunner(hosts.ray_address)
         try:
-            result = training.run(spec, ray_runner)
+            result = run(runner=ray_runner)
         finally:
             ray_runner.close()
     else:
-        result = training.run(spec)
+        result = run()
     click.echo(f"model: {output_dir / training.MODEL_TAR}")
     for key, value in result.metrics.items():
         if key.startswith("test:"):

@@ -6,6 +6,7 @@ from __future__ import annotations
 import contextlib
 import json
 import logging
+import os
 import time
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field, replace
@@ -265,6 +266,23 @@ def claim_outputs(spec: TrainingJobSpec) -> Iterator[None]:
         for directory, names in targets.items():
             artifact.sweep_temporaries(directory, names, started)
         yield
+
+
+def train(train: str | os.PathLike[str], test: str | os.PathLike[str] | None = None, *,
+          hyperparameters: Mapping[str, object], output_dir: str | os.PathLike[str],
+          content_types: tuple[str | None, str | None] = (None, None),
+          threads: int | None = None, instance_count: int = 1,
+          distribution: str = "FullyReplicated", runner: Runner | None = None) -> TrainingResult:
+    """``openknn train`` as a function: the ``train`` (and ``test``) channel, each a directory,
+    file or ``file://`` URI of CSV or RecordIO-protobuf (``content_types`` where the names do
+    not say), trained with SageMaker's ``hyperparameters`` (strings or values) into
+    ``output_dir``/model.tar.gz and metrics.json; ``instance_count`` hosts sample the train
+    channel, split by ``distribution``, in this process unless a ``runner`` is given."""
+    channels = {TRAIN: Channel(TRAIN, os.fspath(train), content_types[0], distribution)}
+    if test is not None:
+        channels[TEST] = Channel(TEST, os.fspath(test), content_types[1])
+    return run(TrainingJobSpec(hyperparameters, channels, output_dir=Path(output_dir),
+                               threads=threads, instance_count=instance_count), runner)
 
 
 def run(spec: TrainingJobSpec, runner: Runner | None = None) -> TrainingResult:

@@ -15,7 +15,7 @@ from ..core import gpu
 from ..core.model import KnnModel
 from ..core.model_files import META_FILE
 from ..jobs import artifact
-from ..settings import ENDPOINT_TOKEN, ServingSettings
+from ..settings import ENDPOINT_TOKEN, ServingSettings, from_env
 from . import connections
 from .app import create_app
 from .process import identity, pid_alive
@@ -60,14 +60,18 @@ Loader = Callable[[Path], "tuple[KnnModel, Backend]"]
 """Loads the model at a location with its index held elsewhere (``openknn.distributed``)."""
 
 
-def serve(path: Path, settings: ServingSettings, owner_pid: int | None = None,
-          token: str | None = None, loader: Loader | None = None) -> None:
-    """Serve until interrupted; a model that fails to load stops the server with its error.
+def serve(path: str | os.PathLike[str], settings: ServingSettings | None = None,
+          owner_pid: int | None = None, token: str | None = None,
+          loader: Loader | None = None) -> None:
+    """Serve the model at ``path`` (a directory or model.tar.gz) until interrupted, with
+    ``settings`` (default: from the environment, as ``openknn serve`` reads them); a model
+    that fails to load stops the server with its error.
     By default the model loads into this process; a ``loader`` (Ray shards, from
     ``openknn.distributed.serving``) returns it with the backend /ping checks. With a
     ``token`` (default: ``$OPENKNN_ENDPOINT_TOKEN``) /ping proves who it is (``identity``)."""
+    settings = from_env() if settings is None else settings
     token = os.environ.get(ENDPOINT_TOKEN) if token is None else token
-    location = model_location(path)
+    location = model_location(Path(path))
     backends: list[Backend] = []
 
     def load() -> KnnModel:
