@@ -9,7 +9,7 @@ covtype-shaped, k=10):
     ``openknn_batch_rows`` histogram) and raw faiss at that batch size (target: endpoint/raw
     >= 0.8 at concurrency 32);
 (c) a 581-row ``text/csv`` request beside the raw search of the same rows (target <= 1.15x),
-    with SageMaker's published 162.5 ms (ml.c5.xlarge, spec 7.2) for context;
+    with SageMaker's published 162.5 ms (ml.c5.xlarge, decision 34) for context;
 (d) an IVFFlat model (nlist = round(sqrt(n)), nprobe 5): single-row latency at concurrency 1
     (target p50 <= 5 ms) beside raw faiss single-query latency.
 
@@ -64,7 +64,7 @@ TARGET_RATIO_C32 = 0.8  # endpoint req/s over raw faiss q/s at the formed batch 
 TARGET_BATCH_RATIO = 1.15  # 581-row request time over the raw search of the same rows
 TARGET_IVF_P50_MS = 5.0
 NOISY_OTHER_CPU = 0.25  # other processes used over a quarter core: the figure is suspect
-# spec 7.2: flat_l2 (200k, k=100) and ivfpq_l2 on ml.c5.xlarge, client-side round trips, ms
+# decision 34: flat_l2 (200k, k=100) and ivfpq_l2 on ml.c5.xlarge, client-side round trips, ms
 SAGEMAKER_FLAT = {"batch581": 162.5, "mean": 15.1, "p90": 17.2, "p99": 21.2}
 SAGEMAKER_IVFPQ = {"batch581": 57.9, "mean": 7.3, "p90": 8.1, "p99": 11.6}
 
@@ -640,7 +640,7 @@ def section_b(phases: list[tuple[PhaseResult, int, float, float | None]]) -> lis
             "phase's wall time (100% = one core); 'lean' = bare asyncio HTTP/1.1 client, a "
             "cross-check of the server's own limit",
             f"context: SageMaker flat_l2 (200k, k=100) ml.c5.xlarge single-row mean "
-            f"{sm['mean']} / p90 {sm['p90']} / p99 {sm['p99']} ms (spec 7.2)",
+            f"{sm['mean']} / p90 {sm['p90']} / p99 {sm['p99']} ms (docs/decisions.md, decision 34)",
             *([NOISE_NOTE] if any(_noisy(p) or (o or 0) > NOISY_OTHER_CPU
                                   for p, _, _, o in phases) else [])]
 

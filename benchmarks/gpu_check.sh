@@ -47,5 +47,8 @@ set -x
 "$py" -m pytest -p no:cacheprovider -m gpu tests/gpu -v 2>&1 | tee "$out/pytest-gpu.txt"
 "$py" benchmarks/bench_gpu.py 2>&1 | tee "$out/bench_gpu.txt"
 if [[ "${OPENKNN_GPU_REPORT:-1}" != 0 ]]; then
-    "$py" -m openknn bench --quick --output "$out/report" 2>&1 | tail -n 40 | tee "$out/bench-quick.txt"
+    data=${OPENKNN_DATA:-../shared/data}  # the covtype rows and Fashion-MNIST, as in the README
+    "$py" -m openknn bench --quick --output "$out/report" \
+        --covtype-path "$data/covtype/kaggle-forest-cover-type-prediction_train.csv.gz" \
+        --fashion-path "$data/fashion-mnist" 2>&1 | tail -n 40 | tee "$out/bench-quick.txt"
 fi

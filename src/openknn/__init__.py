@@ -8,6 +8,9 @@ errors. Everything else is internal and may move between releases.
 
 Names load on first use (PEP 562 ``__getattr__``): ``import openknn`` costs only the errors,
 and ``openknn.serve`` alone brings in the server stack, so ``import openknn.sdk`` never does.
+
+"Decision N", wherever the code, tests and docs cite it, is section N of docs/decisions.md:
+what openknn does where SageMaker's behaviour is not public, or where it departs from it.
 """
 
 from __future__ import annotations

@@ -31,8 +31,8 @@ from .measure import (
 NA = "n/a"
 ACCURACY_PNG, LATENCY_PNG, CURVES_PNG = "accuracy_vs_k.png", "latency.png", "recall_vs_qps.png"
 REPORT_MD = "report.md"
-SPEC = "spec/sagemaker-knn.md section 7.2"
-# SageMaker's published Part 2 figures (ml.c5.xlarge, 2018, UCI covtype, spec 7.2): context in
+SPEC = "docs/decisions.md, decision 34"
+# SageMaker's published Part 2 figures (ml.c5.xlarge, 2018, UCI covtype, decision 34): context in
 # report.md only, never drawn in the plots.
 PUBLISHED = (("flat_l2", "95.0", "93.8", "92.2", "162.5", "15.1", "17.2", "21.2"),
              ("ivfpq_l2", "90.8", "90.5", "89.8", "57.9", "7.3", "8.1", "11.6"),

@@ -109,7 +109,7 @@ def _shifts_exact(x: np.ndarray, columns: np.ndarray, shift: np.ndarray,
 
 
 def center_of(vectors: np.ndarray, metric: str) -> np.ndarray | None:
-    """L2's shift (docs/training.md, "Exact search"): per column, the float32 value nearest
+    """L2's shift (decision 23, exact search): per column, the float32 value nearest
     the mean, with as few significant bits as needed, by which every stored value shifts
     exactly in float32 (0 where none does) — distances between shifted vectors are the
     distances between the vectors themselves, while faiss's float32 search no longer

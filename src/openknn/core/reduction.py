@@ -50,7 +50,7 @@ class Projection:
         return _fjlt_fast(self, x32)
 
     def to_json(self) -> dict[str, object]:
-        """The model JSON's ``"dimension_reduction"`` field (spec 2.3)."""
+        """The model JSON's ``"dimension_reduction"`` field (decision 8)."""
         return {
             "type": self.type,
             "seed": self.seed,
