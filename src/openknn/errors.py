@@ -35,7 +35,10 @@ class ChannelError(ClientError, FileNotFoundError):
 
 
 class ModelError(ClientError, ValueError):
-    """A model artifact is missing a file, is malformed or is unsafe to unpack."""
+    """A model cannot be used or did not answer: its artifact is missing a file, is malformed
+    or is unsafe to unpack, or (from ``Predictor.predict``, as the SageMaker SDK's
+    InvokeEndpoint ``ModelError``) the endpoint answered an error. The one class of both, so
+    ``openknn.ModelError`` and ``openknn.sdk.ModelError`` catch the same errors."""
 
 
 class TrainingError(ClientError, ValueError):

@@ -14,7 +14,6 @@ from openknn.errors import DataError, UnsupportedMediaType
 from openknn.formats import NotQuick
 from openknn.formats.csv import (
     MAX_LABEL_SIZE,
-    MEDIA_TYPE,
     encode_csv,
     iter_csv_blocks,
     parse_csv,
@@ -41,10 +40,6 @@ def read_all(path_or_file, **kwargs):
 def random_csv(rows: int, columns: int, seed: int = 0) -> tuple[np.ndarray, bytes]:
     matrix = np.random.default_rng(seed).normal(size=(rows, columns)).astype(np.float32)
     return matrix, encode_csv(matrix)
-
-
-def test_media_type():
-    assert MEDIA_TYPE == "text/csv"
 
 
 # --- label splits ----------------------------------------------------------------------

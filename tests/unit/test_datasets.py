@@ -151,10 +151,11 @@ def test_tutorial_split_matches_the_notebook_by_hand() -> None:
 # ---------------------------------------------------------------- channels
 
 
-def test_prepare_covtype_writes_channels_that_decode_to_the_split(tmp_path: Path) -> None:
+def test_covtype_channels_decode_to_the_split(tmp_path: Path) -> None:
     rows = synthetic_rows(40)
     path = write_lines(tmp_path / "train.csv.gz", kaggle_lines(rows))
-    channels = datasets.prepare_covtype(tmp_path / "out", path=path)
+    raw = datasets.load_covtype(datasets.covtype_file(path))  # as `openknn datasets covtype`
+    channels = datasets.write_channels(tmp_path / "out", datasets.tutorial_split(raw))
     split = datasets.tutorial_split(rows.astype(np.float64))
     assert set(channels) == {"train_csv", "train_recordio", "test_csv", "test_recordio"}
     for part, x, y in (("train", split.train_x, split.train_y),
@@ -202,7 +203,7 @@ def write_idx(path: Path, array: np.ndarray) -> None:
     path.write_bytes(gzip.compress(header + array.astype(np.uint8).tobytes()))
 
 
-def test_prepare_fashion_mnist_from_idx_files(tmp_path: Path) -> None:
+def test_fashion_mnist_channels_from_idx_files(tmp_path: Path) -> None:
     rng = np.random.default_rng(1)
     images = {"train": rng.integers(0, 256, (12, 28, 28)),
               "t10k": rng.integers(0, 256, (5, 28, 28))}
@@ -210,7 +211,7 @@ def test_prepare_fashion_mnist_from_idx_files(tmp_path: Path) -> None:
     for prefix in ("train", "t10k"):
         write_idx(tmp_path / f"{prefix}-images-idx3-ubyte.gz", images[prefix])
         write_idx(tmp_path / f"{prefix}-labels-idx1-ubyte.gz", labels[prefix])
-    channels = datasets.prepare_fashion_mnist(tmp_path / "out", tmp_path)
+    channels = datasets.write_channels(tmp_path / "out", datasets.fashion_mnist_split(tmp_path))
     data = (channels["test_recordio"] / "test.pbr").read_bytes()
     x, y = recordio.decode_features(data, 784)
     np.testing.assert_array_equal(x, images["t10k"].reshape(5, 784))
@@ -220,7 +221,7 @@ def test_prepare_fashion_mnist_from_idx_files(tmp_path: Path) -> None:
     np.testing.assert_array_equal(rows[:, 0], labels["train"])
     np.testing.assert_array_equal(rows[:, 1:], images["train"].reshape(12, 784))
     with pytest.raises(DataError, match=r"Fashion-MNIST not found in .*; pass --path"):
-        datasets.prepare_fashion_mnist(tmp_path / "out2", tmp_path / "missing")
+        datasets.fashion_mnist_split(tmp_path / "missing")
 
 
 # ---------------------------------------------------------------- download (loopback only)
@@ -252,7 +253,8 @@ class Server:
 
         self.httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
         self.url = f"http://127.0.0.1:{self.httpd.server_address[1]}"
-        self.thread = threading.Thread(target=self.httpd.serve_forever, daemon=True)
+        self.thread = threading.Thread(target=self.httpd.serve_forever, daemon=True,
+                                       kwargs={"poll_interval": 0.01})  # a quick shutdown()
         self.thread.start()
 
     def close(self) -> None:

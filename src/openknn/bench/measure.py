@@ -24,14 +24,15 @@ from ..core.tuning import recall_per_query
 from ..errors import AlgorithmError, MissingExtraError
 from ..formats.csv import encode_csv
 from ..formats.json import parse_predictions_json
+from ..formats.media import CSV, JSON
 from ..serving import process
 from .config import BenchConfig, Covtype, Fashion, Trained
 
 log = logging.getLogger("openknn.bench.run")
 
 NO_GPU = "no GPU (faiss GPU build not installed / no device)"
-VERBOSE_JSON = "application/json; verbose=true"
-PLAIN_JSON = "application/json"
+VERBOSE_JSON = f"{JSON}; verbose=true"
+PLAIN_JSON = JSON
 RECALL_AT = 10
 KNOB_PARAM = {"nprobe": "nprobe", "efSearch": "ef_search"}  # the Content-Type parameter
 
@@ -60,8 +61,8 @@ def content_type(model: KnnModel, value: int | None) -> str:
     """``text/csv``, with the per-request ``nprobe=`` / ``ef_search=`` override if given."""
     name = knob_name(model.index)
     if value is None or name is None:
-        return "text/csv"
-    return f"text/csv; {KNOB_PARAM[name]}={value}"
+        return CSV
+    return f"{CSV}; {KNOB_PARAM[name]}={value}"
 
 
 def post(client: httpx.Client, body: bytes, ctype: str, accept: str) -> tuple[bytes, float]:
@@ -107,8 +108,8 @@ def endpoint_labels(client: httpx.Client, bodies: Sequence[bytes], ctype: str,
 def endpoint_ms(client: httpx.Client, batches: Sequence[np.ndarray]) -> np.ndarray:
     """Milliseconds of one plain-JSON CSV request per batch, after one warm-up."""
     bodies = [encode_csv(b) for b in batches]
-    post(client, bodies[0], "text/csv", PLAIN_JSON)
-    return np.array([post(client, body, "text/csv", PLAIN_JSON)[1] for body in bodies]) * 1e3
+    post(client, bodies[0], CSV, PLAIN_JSON)
+    return np.array([post(client, body, CSV, PLAIN_JSON)[1] for body in bodies]) * 1e3
 
 
 # ---------------------------------------------------------------- raw faiss and scikit-learn
@@ -177,12 +178,19 @@ def sklearn_ms(clf: Any, batches: Sequence[np.ndarray]) -> np.ndarray:
 # ---------------------------------------------------------------- GPU
 
 
-def gpu_index(model: KnnModel) -> Any:
-    """The model's index copied to GPU 0, its knob set; a string says why there is none."""
+def _no_gpu(index_type: str) -> str | None:
+    """Why ``index_type`` cannot be measured on GPU 0 here, or None where it can."""
     if gpus.visible() == 0:
         return NO_GPU
-    if model.meta.index_type not in gpus.GPU_INDEX_TYPES:
-        return f"faiss has no GPU {model.meta.index_type} index"
+    if index_type not in gpus.GPU_INDEX_TYPES:
+        return f"faiss has no GPU {index_type} index"
+    return None
+
+
+def gpu_index(model: KnnModel) -> Any:
+    """The model's index copied to GPU 0, its knob set; a string says why there is none."""
+    if (why := _no_gpu(model.meta.index_type)) is not None:
+        return why
     try:
         index = gpus.clone_to_gpu(model.index)
         if knob_name(model.index) == "nprobe":
@@ -195,10 +203,8 @@ def gpu_index(model: KnnModel) -> Any:
 def gpu_endpoint(t: Trained, batches: Sequence[np.ndarray], singles: Sequence[np.ndarray],
                  cfg: BenchConfig, workdir: Path) -> Latency | str:
     """The endpoint serving on GPU 0 (``--gpus 1``); a string says why there is none."""
-    if gpus.visible() == 0:
-        return NO_GPU
-    if t.spec.index_type not in gpus.GPU_INDEX_TYPES:
-        return f"faiss has no GPU {t.spec.index_type} index"
+    if (why := _no_gpu(t.spec.index_type)) is not None:
+        return why
     log_path = workdir / f"serve-covtype-{t.spec.name}-gpu.log"
     with endpoint(t.tar, cfg.threads, log_path, gpu=1) as client:
         return Latency.of(endpoint_ms(client, batches), endpoint_ms(client, singles),
@@ -290,7 +296,7 @@ def measure_covtype(t: Trained, data: Covtype, base: Baseline, cfg: BenchConfig,
     singles = cycled(data.test_x, 1, cfg.single_requests)
     with endpoint(t.tar, cfg.threads, workdir / f"serve-covtype-{t.spec.name}.log") as client:
         labels, _ = endpoint_labels(client, csv_bodies(data.test_x, cfg.batch_rows),
-                                    "text/csv")
+                                    CSV)
         endpoint_lat = Latency.of(endpoint_ms(client, batches), endpoint_ms(client, singles),
                                   cfg.batch_rows)
     k = cfg.covtype_k

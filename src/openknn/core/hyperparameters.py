@@ -92,10 +92,6 @@ TABLE: tuple[Spec, ...] = (
 )
 SPECS: dict[str, Spec] = {s.name: s for s in TABLE}
 
-# Keys SageMaker's own container sets or tuning jobs send; accepted and ignored (decision 9).
-IGNORED_UNDERSCORE = ("_kvstore", "_log_level", "_num_kv_servers",
-                      "_tuning_objective_metric", "_enable_profiler")
-
 
 def _parse_int(text: str) -> int:
     value = float(text)  # SageMaker tuners send "10.0"; accept integral floats only

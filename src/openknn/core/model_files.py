@@ -18,6 +18,7 @@ import numpy as np
 
 from ..errors import HyperparameterError, ModelError
 from . import hyperparameters as hps
+from .finite import first_non_finite
 from .reduction import Projection
 
 HOST = "algo-1"
@@ -307,10 +308,9 @@ def check_labels(labels: np.ndarray, points: int, source: str) -> np.ndarray:
         raise ModelError(f"{source}: {labels.shape[0]} labels for {points} indexed points; the "
                          "labels file must hold one float32 per index id")
     out = labels.astype(np.float32)
-    bad = ~np.isfinite(out)
-    if bad.any():
-        raise ModelError(f"{source}: label {int(np.argmax(bad))} is {out[bad][0]}; labels must "
-                         "be finite numbers")
+    bad = first_non_finite(out)
+    if bad is not None:
+        raise ModelError(f"{source}: label {bad} is {out[bad]}; labels must be finite numbers")
     return out
 
 

@@ -3,7 +3,7 @@ the per-shard top-k — the same neighbours as the whole index (ties by the smal
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -93,6 +93,3 @@ def local_shards(index: Any, shards: int, metric: str) -> ShardedIndex:
 
     return ShardedIndex(fanout, int(index.ntotal), metric, nlist_of(index))
 
-
-def shard_sizes(shards: Sequence[tuple[Any, int]]) -> list[int]:
-    return [int(sub.ntotal) for sub, _ in shards]

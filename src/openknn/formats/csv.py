@@ -23,9 +23,7 @@ import pyarrow.csv as pacsv
 
 from ..errors import DataError, UnsupportedMediaType
 from . import NotQuick
-from .media import CSV, shown
-
-MEDIA_TYPE = CSV
+from .media import shown
 
 Matrix = npt.NDArray[np.float32]
 PathOrFile = Union[str, "os.PathLike[str]", IO[bytes]]
@@ -38,7 +36,7 @@ _ARROW_BLOCK = 1 << 20  # pyarrow's parse unit: a 16 MiB block splits over both 
 _READ_ERRORS = (OSError, EOFError, zlib.error, pa.ArrowException)
 _NO_HEADER = "openknn's CSV has no header row and every field must be a number"
 # label_size columns cost as much to parse as feature columns: a request may name up to
-# this many (or feature_dim, if larger), never a million (decision in docs/serving.md).
+# this many (or feature_dim, if larger), never a million (decision 32).
 MAX_LABEL_SIZE = 64
 # Text encodings a body may be sent in (Python's codec names): the ASCII-compatible
 # single-byte sets, UTF-16/32 and the common CJK sets. Not the bytes-to-bytes codecs (hex,

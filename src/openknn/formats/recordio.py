@@ -15,16 +15,14 @@ from google.protobuf.message import DecodeError
 from ..errors import DataError
 from . import NotQuick, _record_batch
 from . import _protobuf_wire as wire
-from .media import RECORDIO
 
-MEDIA_TYPE = RECORDIO
 MAGIC = 0xCED7230A
 
 Buffer = bytes | bytearray | memoryview
 
-_HEADER = struct.Struct("<II")
-_MAGIC_BYTES = _HEADER.pack(MAGIC, 0)[:4]
-_MAX_LENGTH = (1 << 29) - 1  # dmlc keeps the top 3 bits of the length word for cflag
+HEADER = struct.Struct("<II")  # the magic, then the length word
+MAX_LENGTH = (1 << 29) - 1  # dmlc keeps the top 3 bits of the length word for cflag
+_MAGIC_BYTES = HEADER.pack(MAGIC, 0)[:4]
 _WRITE_BYTES = 16 << 20  # how much of an array the writers encode at a time
 _BATCH_RECORDS, _BATCH_BYTES = 32768, 1 << 20  # records decoded together in lock step
 # Records of one request that may take the protobuf runtime's per-record path (about 10 us
@@ -75,15 +73,16 @@ class Record:
 
 def frame(payload: bytes) -> bytes:
     """Magic, length, payload and zero padding to a multiple of 4 bytes, as the SDK writes."""
-    if len(payload) > _MAX_LENGTH:
-        raise ValueError(f"a RecordIO payload must be under 512 MiB, got {len(payload)} bytes")
-    return _HEADER.pack(MAGIC, len(payload)) + bytes(payload) + bytes(-len(payload) % 4)
+    return _frame_rows(wire.Rows.const(1, bytes(payload)))
 
 
 def _frame_rows(payloads: wire.Rows) -> bytes:
+    """Every payload framed as :func:`frame` frames one, back to back: the one framer, which
+    the writers and :func:`frame` share."""
     sizes = payloads.lengths()
-    if sizes.size and int(sizes.max()) > _MAX_LENGTH:
-        raise ValueError("a RecordIO payload must be under 512 MiB")
+    if sizes.size and int(sizes.max()) > MAX_LENGTH:
+        raise ValueError(f"a RecordIO payload must be under 512 MiB, got {int(sizes.max())} "
+                         "bytes")
     header = np.empty((payloads.n, 2), "<u4")
     header[:, 0], header[:, 1] = MAGIC, sizes
     pads = -sizes % 4
@@ -109,14 +108,14 @@ def _split(buf: Buffer, pos: int, where: str, final: bool) -> tuple[bytes, int, 
                 return None
             raise DataError(f"{where}: the record header is cut short: expected 8 bytes, "
                             f"{end - pos} remain; the data is truncated (re-upload or re-send it)")
-        magic, lrec = _HEADER.unpack_from(buf, pos)
+        magic, lrec = HEADER.unpack_from(buf, pos)
         if magic != MAGIC:
             found = bytes(buf[pos:pos + 4])
             raise DataError(
                 f"{where}: expected the RecordIO magic number 0xced7230a (bytes 0a 23 d7 ce) but "
                 f"found {found.hex(' ')} ({found!r}). The data may not be RecordIO-protobuf; if "
                 "it is CSV, declare it as text/csv (no content type means RecordIO-protobuf)")
-        length, cflag = lrec & _MAX_LENGTH, lrec >> 29
+        length, cflag = lrec & MAX_LENGTH, lrec >> 29
         stop = pos + 8 + length
         padded = stop + (-length % 4)
         if padded > end and not final:
@@ -327,8 +326,8 @@ def _plain_length(buf: Buffer, pos: int) -> int | None:
     """The payload length of the record at ``pos`` if it is one whole, padded part."""
     if pos + 8 > len(buf):
         return None
-    magic, length = _HEADER.unpack_from(buf, pos)
-    if magic != MAGIC or length > _MAX_LENGTH or pos + 8 + length + (-length % 4) > len(buf):
+    magic, length = HEADER.unpack_from(buf, pos)
+    if magic != MAGIC or length > MAX_LENGTH or pos + 8 + length + (-length % 4) > len(buf):
         return None
     return int(length)
 
@@ -345,7 +344,7 @@ def _frames(raw: np.ndarray, pos: int) -> tuple[np.ndarray, np.ndarray, int]:
     after = pos + 4 * (heads + 2) + lengths + (-lengths % 4)  # each record's padded end
     if not heads.size or heads[0] != 0:
         return np.zeros(0, np.int64), np.zeros(0, np.int64), pos
-    whole = (lengths <= _MAX_LENGTH) & (after <= raw.size)
+    whole = (lengths <= MAX_LENGTH) & (after <= raw.size)
     slot = np.full(words.size + 1, -1)  # the header at each word, if any
     slot[heads] = np.arange(heads.size)
     successor = np.where(whole, slot[np.minimum((after - pos) // 4, words.size)], -2)

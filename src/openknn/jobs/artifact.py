@@ -44,23 +44,29 @@ class OutputInUse(ClientError):
     """Another job is writing into the same output location right now."""
 
 
-def _temporary(path: Path) -> tuple[int, Path]:
+def _temporary(path: Path, mode: int) -> tuple[int, Path]:
     """A new file beside ``path`` named by TEMPORARY, created as ``open()`` creates files
-    (mode 0o666 less the umask, default ACLs applied), never through an existing name."""
+    (``mode`` less the umask, default ACLs applied), never through an existing name."""
     while True:
         tmp = path.with_name(f".{path.name}.{secrets.token_hex(4)}.tmp")
         try:
             flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC
-            return os.open(tmp, flags, 0o666), tmp
+            return os.open(tmp, flags, mode), tmp
         except FileExistsError:
             continue
 
 
 @contextlib.contextmanager
-def atomic_file(path: Path) -> Iterator[BinaryIO]:
+def atomic_file(path: Path, mode: int = 0o666) -> Iterator[BinaryIO]:
     """A file to write ``path`` through: a temporary beside it, renamed into place whole when
-    the block ends, removed if it raises (a kill -9 leaves it for ``sweep_temporaries``)."""
-    fd, tmp = _temporary(path)
+    the block ends, removed if it raises (a kill -9 leaves it for ``sweep_temporaries``).
+    ``mode``: as ``os.open``'s, less the umask (0o600 for a private file).
+
+    openknn's one atomic write: model files, metrics, failure files, transform outputs,
+    downloads and data-set channels (``datasets``), and the SDK's endpoint registry entries.
+    It lives here, in the jobs layer, the lowest one that writes files, beside the output
+    lock and the sweep that know its temporaries' names; serving and the SDK import it."""
+    fd, tmp = _temporary(path, mode)
     try:
         with os.fdopen(fd, "wb") as f:
             yield f

@@ -9,6 +9,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from ..core.finite import check_features, first_non_finite
 from ..errors import ChannelError, DataError, UnsupportedMediaType
 from ..formats import csv as csv_format
 from ..formats import recordio
@@ -79,19 +80,10 @@ def _file_blocks(file: DataFile, media: str, feature_dim: int,
                                                     source=file.uri)
 
 
-def _first_bad_row(mask: np.ndarray) -> int:
-    return int(np.argmax(~mask))
-
-
 def check_block(block: Block, require_labels: bool) -> None:
     """Refuse NaN/inf (decision 7) and missing labels, naming the file and record number."""
-    finite = np.isfinite(block.features).all(axis=1)
-    if not finite.all():
-        row = _first_bad_row(finite)
-        raise DataError(
-            f"{block.source}, record {block.first_record + row + 1}: features contain NaN or "
-            "infinity (or a value beyond float32 range); clean or drop the record"
-        )
+    check_features(block.features, block.source, "record", "clean or drop the record",
+                   block.first_record)
     if block.labels is None:
         if require_labels:
             raise DataError(
@@ -100,9 +92,8 @@ def check_block(block: Block, require_labels: bool) -> None:
                 "label['values'] in RecordIO-protobuf)"
             )
         return
-    finite = np.isfinite(block.labels)
-    if not finite.all():
-        row = _first_bad_row(finite)
+    row = first_non_finite(block.labels)
+    if row is not None:
         raise DataError(
             f"{block.source}, record {block.first_record + row + 1}: the label is NaN or "
             "infinity; every record needs a finite label"

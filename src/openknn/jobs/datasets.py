@@ -8,7 +8,6 @@ import hashlib
 import http.client
 import logging
 import os
-import secrets
 import sys
 import time
 import urllib.error
@@ -23,6 +22,7 @@ import numpy as np
 from ..errors import ChannelError, ClientError, DataError, DownloadError
 from ..settings import CACHE as CACHE_ENV
 from ..settings import COVTYPE_URLS as COVTYPE_URLS_ENV
+from .artifact import atomic_file
 
 log = logging.getLogger(__name__)
 
@@ -134,19 +134,6 @@ def sha256_file(path: Path) -> str:
 
 
 @contextmanager
-def _atomic(path: Path) -> Iterator[BinaryIO]:
-    """A hidden temporary file beside ``path``, renamed to it only if the block succeeds."""
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.{secrets.token_hex(4)}.part")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)  # the umask applies
-    try:
-        with os.fdopen(fd, "wb") as f:
-            yield f
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
-
-
-@contextmanager
 def _byte_progress(total: int | None, what: str) -> Iterator[Callable[[int], object]]:
     """A tqdm bar on a terminal; elsewhere one log line before and one after."""
     if sys.stderr.isatty():
@@ -204,7 +191,7 @@ def download(urls: Sequence[str], target: Path, sha256: str, timeout: float = 60
     failures = []
     for url in urls:
         try:
-            with _atomic(target) as f:
+            with atomic_file(target) as f:
                 got = _fetch(url, f, timeout)
                 if got != sha256:
                     raise DataError(f"{url}: the downloaded {target.name} has sha256 {got}, "
@@ -373,17 +360,9 @@ def write_channels(output: str | os.PathLike[str], split: Split,
     for name, path in files.items():
         part, fmt = name.split("_", 1)
         path.parent.mkdir(parents=True, exist_ok=True)
-        with _atomic(path) as f:
+        with atomic_file(path) as f:
             _WRITERS[fmt](f, *parts[part])
     return {name: path.parent for name, path in files.items()}
-
-
-def prepare_covtype(output: str | os.PathLike[str], path: str | os.PathLike[str] | None = None,
-                    cache_dir: str | os.PathLike[str] | None = None,
-                    formats: Sequence[str] = FORMATS) -> dict[str, Path]:
-    """The tutorial's steps 3-1 and 3-2: covtype (local or downloaded), split, channels."""
-    split = tutorial_split(load_covtype(covtype_file(path, cache_dir)))
-    return write_channels(output, split, formats)
 
 
 def fashion_mnist_split(directory: Path | None = None) -> Split:
@@ -391,9 +370,3 @@ def fashion_mnist_split(directory: Path | None = None) -> Split:
     data = fashion_mnist(directory)
     return Split(data["train_images"], data["train_labels"], data["test_images"],
                  data["test_labels"])
-
-
-def prepare_fashion_mnist(output: str | os.PathLike[str], path: Path | None = None,
-                          formats: Sequence[str] = FORMATS) -> dict[str, Path]:
-    """Fashion-MNIST's IDX files as train/test channels."""
-    return write_channels(output, fashion_mnist_split(path), formats)

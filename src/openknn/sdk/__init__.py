@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+from ..errors import ModelError
 from .endpoints import EndpointNotFound, list_endpoints
 from .estimator import (
     KNN,
@@ -14,7 +15,7 @@ from .estimator import (
     UnexpectedStatusException,
     image_uri,
 )
-from .predictor import KNNPredictor, ModelError, Predictor
+from .predictor import KNNPredictor, Predictor
 from .serializers import (
     BytesDeserializer,
     CSVDeserializer,

@@ -35,6 +35,7 @@ from pathlib import Path
 import httpx
 
 from ..errors import ClientError
+from ..jobs.artifact import atomic_file
 from ..serving import process
 from ..serving.process import CHALLENGE_HEADER, PID_HEADER, PROOF_HEADER, pid_alive, proof
 from ..settings import ENDPOINT_TOKEN
@@ -151,13 +152,11 @@ def _temporary(directory: Path, name: str) -> Path:
 
 
 def _write_entry(path: Path, info: EndpointInfo) -> None:
-    """Replace ``path`` by ``info`` whole (a reader sees the old entry or the new one)."""
-    tmp = _temporary(path.parent, info.name)
-    try:
-        _private_file(tmp, json.dumps(asdict(info)).encode())
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
+    """Replace ``path`` by ``info`` whole (a reader sees the old entry or the new one), through
+    the jobs layer's one atomic write, mode 0600. (``_reserve`` differs: a locked file
+    hard-linked into place, failing if the name exists.)"""
+    with atomic_file(path, mode=0o600) as f:
+        f.write(json.dumps(asdict(info)).encode())
 
 
 @contextlib.contextmanager

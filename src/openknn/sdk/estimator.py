@@ -80,7 +80,6 @@ class TrainingJob:
         self.output_dir = output_dir
         self._proc = proc
         self._lines: list[str] = []
-        self._printed = 0
 
     @property
     def model_data(self) -> str:

@@ -9,7 +9,7 @@ from typing import Any
 
 import httpx
 
-from ..errors import ClientError
+from ..errors import ModelError
 from . import endpoints
 from .serializers import (
     BaseDeserializer,
@@ -20,10 +20,6 @@ from .serializers import (
 )
 
 TIMEOUT_S = 60.0  # SageMaker's endpoint response limit
-
-
-class ModelError(ClientError):
-    """The endpoint answered an error (SageMaker's InvokeEndpoint ``ModelError``)."""
 
 
 class Predictor:

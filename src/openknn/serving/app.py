@@ -22,6 +22,7 @@ from ..core.model import KnnModel
 from ..errors import OpenKnnError, PayloadTooLarge, RequestTimeout
 from ..formats import NotQuick
 from ..formats.codec import Predictions, RequestType, ResponseType, encode, negotiate
+from ..formats.media import JSON
 from ..settings import ServingSettings
 from .batcher import MicroBatcher
 from .inference import check_request, infer, parse_request
@@ -29,7 +30,6 @@ from .metrics import CONTENT_TYPE, EndpointMetrics
 
 log = logging.getLogger(__name__)
 
-JSON_ERROR = "application/json"
 # Bodies up to this size are decoded on the event loop, by the formats' quick paths only
 # (measured at most 0.3 ms at 4 KiB on 2 cores, docs/serving.md); larger ones, and any that
 # need a slower path (an error to locate, sparse or odd RecordIO), in a worker thread.
@@ -43,7 +43,7 @@ def error_response(status: int, message: str) -> Response:
     """Decision 12's one error shape."""
     text = message.encode("utf-8", "backslashreplace").decode("utf-8")  # no lone surrogates
     body = orjson.dumps({"error": {"code": status, "message": text}})
-    return Response(body, status_code=status, media_type=JSON_ERROR)
+    return Response(body, status_code=status, media_type=JSON)
 
 
 async def decode_off_loop(model: KnnModel, body: bytes, request: RequestType) -> Any:
@@ -198,7 +198,7 @@ class Endpoint:
             "MaxConcurrentTransforms": self.settings.max_concurrent_transforms,
             "BatchStrategy": self.settings.batch_strategy,
             "MaxPayloadInMB": int(self.settings.max_payload_mb),
-        }), media_type="application/json")
+        }), media_type=JSON)
 
     async def metrics_route(self, request: Request) -> Response:
         return Response(self.metrics.render(), media_type=CONTENT_TYPE)

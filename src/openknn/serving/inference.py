@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from ..core.finite import check_features
 from ..core.index import HNSW, IVF_TYPES
 from ..core.model import KnnModel
 from ..core.predict import predict
@@ -24,11 +25,7 @@ from ..formats.media import shown
 
 def check_rows(features: np.ndarray, source: str = "<body>") -> None:
     """Refuse NaN / ±inf in a request (decision 7), naming the first bad row (1-based)."""
-    finite = np.isfinite(features).all(axis=1)
-    if not finite.all():
-        row = int(np.argmax(~finite)) + 1
-        raise DataError(f"{source}, row {row}: features contain NaN or infinity (or a value "
-                        "beyond float32 range); send finite numbers")
+    check_features(features, source, "row", "send finite numbers")
 
 
 def check_request(model: KnnModel, content_type: str | None) -> tuple[RequestType, int | None]:

@@ -5,7 +5,6 @@ in requests of one record (SingleRecord) or up to MaxPayloadInMB (MultiRecord), 
 from __future__ import annotations
 
 import logging
-import struct
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -14,7 +13,8 @@ from typing import IO
 
 from ..core.model import KnnModel
 from ..errors import ClientError, DataError, OpenKnnError
-from ..formats.media import RECORDIO
+from ..formats.media import JSONLINES, RECORDIO
+from ..formats.recordio import HEADER, MAGIC, MAX_LENGTH
 from ..jobs import artifact
 from ..jobs.progress import Progress
 from ..jobs.storage import list_channel, open_binary
@@ -25,16 +25,14 @@ log = logging.getLogger(__name__)
 SPLIT_TYPES = ("Line", "RecordIO", "None")
 BATCH_STRATEGIES = ("MultiRecord", "SingleRecord")
 ASSEMBLE_WITH = ("Line", "None")
-RECORDIO_HEADER = struct.Struct("<II")
-RECORDIO_MAGIC = 0xCED7230A
 
 
 @dataclass(frozen=True)
 class TransformSpec:
     """What SageMaker's CreateTransformJob says: split, batch, assemble, payload limit."""
 
-    content_type: str = "application/jsonlines"
-    accept: str = "application/jsonlines"
+    content_type: str = JSONLINES
+    accept: str = JSONLINES
     split_type: str = "Line"
     batch_strategy: str = "MultiRecord"
     assemble_with: str = "Line"
@@ -62,15 +60,15 @@ def split_lines(stream: IO[bytes]) -> Iterator[bytes]:
 def split_recordio(stream: IO[bytes], source: str) -> Iterator[bytes]:
     """Records of a RecordIO split: whole framed records (multi-part ones kept together)."""
     number, parts = 0, b""
-    while header := stream.read(RECORDIO_HEADER.size):
+    while header := stream.read(HEADER.size):
         number += 1
-        if len(header) < RECORDIO_HEADER.size:
+        if len(header) < HEADER.size:
             raise DataError(f"{source}, record {number}: the record header is cut short")
-        magic, lrec = RECORDIO_HEADER.unpack(header)
-        if magic != RECORDIO_MAGIC:
+        magic, lrec = HEADER.unpack(header)
+        if magic != MAGIC:
             raise DataError(f"{source}, record {number}: bad RecordIO magic {magic:#x}; "
                             "is SplitType right for this file?")
-        length, cflag = lrec & 0x1FFFFFFF, lrec >> 29
+        length, cflag = lrec & MAX_LENGTH, lrec >> 29
         body = stream.read(length + (-length % 4))
         if len(body) < length:
             raise DataError(f"{source}, record {number}: the payload is cut short")
