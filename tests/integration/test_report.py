@@ -1,6 +1,7 @@
-"""`openknn bench --quick` end to end on the real data in ../shared/data: it exits 0, writes
-report.md with every table cell filled and three real PNG plots, prints the summary table,
-and leaves no server process behind."""
+"""`openknn bench --quick` end to end on the real data sets (conftest's SHARED_DATA, passed
+explicitly as --covtype-path and --fashion-path: the bench names no default data folder): it
+exits 0, writes report.md with every table cell filled and three real PNG plots, prints the
+summary table, and leaves no server process behind."""
 
 from __future__ import annotations
 
@@ -14,7 +15,6 @@ import pytest
 
 from ..conftest import shared_file
 
-REPO = Path(__file__).resolve().parents[2]
 PNGS = ("accuracy_vs_k.png", "latency.png", "recall_vs_qps.png")
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 
@@ -24,20 +24,22 @@ pytestmark = pytest.mark.slow
 @pytest.fixture(scope="module")
 def bench(tmp_path_factory: pytest.TempPathFactory) -> tuple[subprocess.CompletedProcess[str],
                                                                Path, Path]:
-    shared_file("covtype", "kaggle-forest-cover-type-prediction_train.csv.gz")
-    shared_file("fashion-mnist", "train-images-idx3-ubyte.gz")
+    covtype = shared_file("covtype", "kaggle-forest-cover-type-prediction_train.csv.gz")
+    fashion = shared_file("fashion-mnist", "train-images-idx3-ubyte.gz").parent
     pytest.importorskip("sklearn")
     pytest.importorskip("matplotlib")
     root = tmp_path_factory.mktemp("bench")
     (root / "tmp").mkdir()
     env = {**os.environ, "PYTHONUNBUFFERED": "1",
            "TMPDIR": str(root / "tmp"),  # the servers' model files live here: found below
-           "OPENKNN_CACHE": str(root / "cache"),  # no cached UCI file: the Kaggle rows
-           "OPENKNN_COVTYPE_URLS": "http://127.0.0.1:9/covtype.data.gz"}  # fails at once
-    # cwd: the repository root, so the default ../shared/data paths are the ones used
-    result = subprocess.run([sys.executable, "-m", "openknn", "bench", "--quick", "--output",
-                             str(root / "out")], capture_output=True, text=True, env=env,
-                            cwd=REPO, timeout=900)
+           "OPENKNN_CACHE": str(root / "cache"),  # no cached UCI file to pick up
+           "OPENKNN_COVTYPE_URLS": "http://127.0.0.1:9/covtype.data.gz"}  # never the network
+    # both data sets given explicitly (no default path names the shared folder); cwd: the
+    # temporary root, so nothing relative to the repository is read or written
+    result = subprocess.run([sys.executable, "-m", "openknn", "bench", "--quick",
+                             "--output", str(root / "out"), "--covtype-path", str(covtype),
+                             "--fashion-path", str(fashion)], capture_output=True, text=True,
+                            env=env, cwd=root, timeout=900)
     return result, root / "out", root
 
 
@@ -115,3 +117,14 @@ def test_no_server_left_behind(bench: tuple[subprocess.CompletedProcess[str], Pa
                 left.append(cmdline)
     assert not left
 
+
+
+def test_report_names_the_data_it_was_given(bench: tuple[subprocess.CompletedProcess[str],
+                                                         Path, Path]) -> None:
+    _, out, _ = bench
+    text = (out / "report.md").read_text(encoding="utf-8")
+    covtype = shared_file("covtype", "kaggle-forest-cover-type-prediction_train.csv.gz")
+    fashion = shared_file("fashion-mnist", "train-images-idx3-ubyte.gz").parent
+    assert f"covtype: {covtype} (--covtype-path)" in text
+    assert f"Fashion-MNIST {fashion}:" in text
+    assert f"--covtype-path {covtype}" in text and f"--fashion-path {fashion}" in text
