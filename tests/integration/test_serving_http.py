@@ -1,17 +1,26 @@
-"""A real `openknn serve` process on a free loopback port: every request x response type,
-verbose and not, equal to the in-process model; errors; metrics; the container contract."""
+"""The endpoint over HTTP. Through the app in process (``AppClient``, tests/conftest.py: the
+real app, its lifespan run, no socket): every request x response type, verbose and not, equal
+to the in-process model; errors; metrics; the payload limit. Through real `openknn serve`
+processes on free loopback ports, for what only a process shows: its options and exit codes,
+the port from the environment (the container contract), and raw bytes over a socket through
+uvicorn to the app (a process answers as the app does)."""
 
 from __future__ import annotations
 
+import contextlib
 import io
 import os
 import re
+import socket
 import subprocess
 import sys
 import tarfile
 import tempfile
-from collections.abc import Iterator
+import time
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import httpx
 import numpy as np
@@ -26,6 +35,14 @@ from openknn.formats import json as json_format
 from openknn.formats import recordio
 from openknn.jobs import artifact
 from openknn.serving import process
+from openknn.settings import BIND_TO_PORT, from_env
+
+if TYPE_CHECKING:
+    from ..conftest import AppClient
+
+# No import of tests/conftest.py at the top: benchmarks/bench_hnsw.py imports this module on
+# its own, not as part of the tests package, for start_server and stop. The in-process
+# fixtures import it when they run.
 
 RNG = np.random.default_rng(7)
 K = 4
@@ -49,16 +66,82 @@ def make_model(index_type: str = "faiss.Flat") -> KnnModel:
 free_port, stop = process.free_port, process.stop
 
 
+def free_ports(count: int) -> list[int]:
+    """``count`` distinct loopback ports that nothing listens on right now (held together
+    while chosen, so that processes started at once never get the same one)."""
+    with contextlib.ExitStack() as stack:
+        socks = [stack.enter_context(socket.socket()) for _ in range(count)]
+        for sock in socks:
+            sock.bind(("127.0.0.1", 0))
+        return [int(sock.getsockname()[1]) for sock in socks]
+
+
+@dataclass
+class Launched:
+    """An ``openknn serve`` child process, started but perhaps not ready yet (so that several
+    start at once, or beside other tests): ``ready()`` waits for its /ping 200, once."""
+
+    proc: subprocess.Popen[bytes]
+    port: int
+    log: Path
+    waited: bool = False
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def ready(self, timeout: float = 120.0) -> Launched:
+        if not self.waited:
+            process.wait_ready(self.url, self.proc, self.log, timeout)
+            self.waited = True
+        return self
+
+
+def stop_all(procs: Iterable[subprocess.Popen[bytes]], timeout: float = 10.0) -> None:
+    """``process.stop`` for several processes at once: SIGTERM to each first (their
+    shutdowns overlap), then a wait for each, SIGKILL for one that outlives ``timeout``;
+    each is reaped."""
+    procs = list(procs)
+    for proc in procs:
+        if proc.poll() is None:
+            proc.terminate()
+    for proc in procs:
+        try:
+            proc.wait(timeout)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+
+
+def launch(args: list[str], env: dict[str, str] | None = None, port: int | None = None,
+           port_from_env: bool = False) -> Launched:
+    """``openknn serve ARGS`` with one faiss thread on ``port`` (default: a free one), given
+    as --port or, with ``port_from_env``, as SageMaker gives it (SAGEMAKER_BIND_TO_PORT);
+    started, not yet ready."""
+    port = process.free_port() if port is None else port
+    log = Path(tempfile.mkdtemp(prefix="openknn-serve-")) / "serve.log"
+    environment = {**os.environ, **(env or {})}
+    if not port_from_env:
+        return Launched(process.start([*args, "--threads", "1"], port, log, env=environment),
+                        port, log)
+    environment[BIND_TO_PORT] = str(port)
+    with open(log, "wb") as sink:
+        proc = subprocess.Popen([sys.executable, "-m", "openknn", "serve", *args, "--threads",
+                                 "1"], stdout=sink, stderr=subprocess.STDOUT,
+                                stdin=subprocess.DEVNULL, env=environment)
+    return Launched(proc, port, log)
+
+
 def start_server(args: list[str], env: dict[str, str] | None = None,
                  ) -> tuple[subprocess.Popen[bytes], str]:
     """``openknn serve ARGS`` on a free port, one faiss thread, ready; stop it with ``stop``."""
-    port = process.free_port()
-    log = Path(tempfile.mkdtemp(prefix="openknn-serve-")) / "serve.log"
-    proc = process.start([*args, "--threads", "1"], port, log,
-                         env={**os.environ, **(env or {})})
-    url = f"http://127.0.0.1:{port}"
-    process.wait_ready(url, proc, log, timeout=120)
-    return proc, url
+    server = launch(args, env)
+    try:
+        server.ready()
+    except BaseException:
+        stop(server.proc)
+        raise
+    return server.proc, server.url
 
 
 @pytest.fixture(scope="module")
@@ -69,17 +152,49 @@ def model_tar(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 @pytest.fixture(scope="module")
-def server(model_tar: Path) -> Iterator[str]:
-    proc, url = start_server([str(model_tar)])
-    yield url
-    stop(proc)
+def client() -> Iterator[AppClient]:
+    """The app in process, shared by the module's request -> response tests."""
+    from ..conftest import app_client
+
+    with app_client(make_model()) as c:
+        yield c
+
+
+@pytest.fixture(scope="module", autouse=True)
+def processes(model_tar: Path, tmp_path_factory: pytest.TempPathFactory,
+              ) -> Iterator[dict[str, Launched]]:
+    """The module's serving `openknn serve` processes, all started when the module starts:
+    their imports and model loads (about a second of CPU each) overlap one another and the
+    in-process tests, and each test waits only for its own (``.ready()``)."""
+    container = tmp_path_factory.mktemp("container") / "model"
+    with tarfile.open(model_tar) as tar:  # as SageMaker extracts it into /opt/ml/model
+        tar.extractall(container, filter="data")
+    runs = {  # name: (ARGS, the port from the environment)
+        # the tests over a raw socket, and --gpus auto (the default, said explicitly)
+        "gpus_auto": ([str(model_tar), "--gpus", "auto"], False),
+        # the container contract (a model directory, SAGEMAKER_BIND_TO_PORT), and --gpus 0
+        "gpus_0": ([str(container), "--gpus", "0"], True),
+    }
+    started: dict[str, Launched] = {}
+    try:
+        for (name, (args, port_from_env)), port in zip(runs.items(), free_ports(len(runs))):
+            started[name] = launch(args, port=port, port_from_env=port_from_env)
+        yield started
+    finally:
+        stop_all(server.proc for server in started.values())
+
+
+@pytest.fixture
+def server(processes: dict[str, Launched]) -> str:
+    """The `openknn serve` process of the module's tests over a raw socket: its URL."""
+    return processes["gpus_auto"].ready().url
 
 
 def request_body(media: str, x: np.ndarray) -> bytes:
     if media == "text/csv":
         return csv_format.encode_csv(x)
     if media == "application/json":
-        # both instance forms of spec 3.1, mixed
+        # both instance forms of decision 31, mixed
         inst = [{"features": r.tolist()} if i % 2 else {"data": {"features": {"values":
                 r.tolist()}}} for i, r in enumerate(x)]
         return orjson.dumps({"instances": inst})
@@ -107,14 +222,14 @@ def response_arrays(media: str, body: bytes) -> dict[str, np.ndarray]:
 @pytest.mark.parametrize("verbose", [False, True])
 @pytest.mark.parametrize("accept", RESPONSE_TYPES)
 @pytest.mark.parametrize("content_type", REQUEST_TYPES)
-def test_every_pair_equals_in_process(server: str, content_type: str, accept: str,
+def test_every_pair_equals_in_process(client: AppClient, content_type: str, accept: str,
                                       verbose: bool) -> None:
     model = make_model()
     distances, labels = model.neighbors(QUERIES)
     expected = model.predict(QUERIES)
     accept_header = f"{accept}; verbose=true" if verbose else accept
-    r = httpx.post(f"{server}/invocations", content=request_body(content_type, QUERIES),
-                   headers={"Content-Type": content_type, "Accept": accept_header})
+    r = client.post("/invocations", content=request_body(content_type, QUERIES),
+                    headers={"Content-Type": content_type, "Accept": accept_header})
     assert r.status_code == 200, r.text
     assert r.headers["content-type"].startswith(accept)
     got = response_arrays(accept, r.content)
@@ -127,44 +242,44 @@ def test_every_pair_equals_in_process(server: str, content_type: str, accept: st
         assert set(got) == {"predicted_label"}
 
 
-def test_recordio_response_matches_spec_vector(server: str) -> None:
-    # spec 4.5 vector 3: a response record with predicted_label 2.0
+def test_recordio_response_matches_spec_vector(client: AppClient) -> None:
+    # decision 33, test vector 3: a response record with predicted_label 2.0
     model = make_model()
     row = QUERIES[[int(np.argmax(model.predict(QUERIES) == 2.0))]]
     assert model.predict(row)[0] == 2.0
-    r = httpx.post(f"{server}/invocations", content=recordio.dense_to_bytes(row),
-                   headers={"Content-Type": "application/x-recordio-protobuf",
-                            "Accept": "application/x-recordio-protobuf"})
+    r = client.post("/invocations", content=recordio.dense_to_bytes(row),
+                    headers={"Content-Type": "application/x-recordio-protobuf",
+                             "Accept": "application/x-recordio-protobuf"})
     assert r.content.hex() == ("0a23d7ce1d000000121b0a0f7072656469637465645f6c6162656c1208"
                                "12060a0400000040000000")
 
 
-def test_sparse_recordio_and_json_requests(server: str) -> None:
+def test_sparse_recordio_and_json_requests(client: AppClient) -> None:
     scipy_sparse = pytest.importorskip("scipy.sparse")
     x = QUERIES.copy()
     x[np.abs(x) < 0.5] = 0
     buf = io.BytesIO()
     recordio.write_sparse(buf, scipy_sparse.csr_matrix(x))
-    r = httpx.post(f"{server}/invocations", content=buf.getvalue(),
-                   headers={"Content-Type": "application/x-recordio-protobuf"})
+    r = client.post("/invocations", content=buf.getvalue(),
+                    headers={"Content-Type": "application/x-recordio-protobuf"})
     expected = make_model().predict(x)
     np.testing.assert_array_equal(json_format.parse_predictions_json(r.content)
                                   ["predicted_label"], expected)
     inst = [{"data": {"features": {"keys": np.nonzero(row)[0].tolist(), "shape": [6],
                                    "values": row[row != 0].tolist()}}} for row in x]
-    r = httpx.post(f"{server}/invocations", content=orjson.dumps({"instances": inst}),
-                   headers={"Content-Type": "application/json"})
+    r = client.post("/invocations", content=orjson.dumps({"instances": inst}),
+                    headers={"Content-Type": "application/json"})
     np.testing.assert_array_equal(json_format.parse_predictions_json(r.content)
                                   ["predicted_label"], expected)
 
 
-def test_default_accept_and_label_size(server: str) -> None:
+def test_default_accept_and_label_size(client: AppClient) -> None:
     body = csv_format.encode_csv(np.column_stack([np.full(9, 5.0, np.float32), QUERIES]))
     for accept in (None, "*/*"):
         headers = {"Content-Type": "text/csv; label_size=1"}
         if accept:
             headers["Accept"] = accept
-        r = httpx.post(f"{server}/invocations", content=body, headers=headers)
+        r = client.post("/invocations", content=body, headers=headers)
         assert r.status_code == 200 and r.headers["content-type"] == "application/json"
         np.testing.assert_array_equal(json_format.parse_predictions_json(r.content)
                                       ["predicted_label"], make_model().predict(QUERIES))
@@ -182,57 +297,52 @@ def test_default_accept_and_label_size(server: str) -> None:
      r"has 2 features; the model expects 6"),
     ({"Content-Type": "text/csv"}, b"", 400, "no records"),
 ])
-def test_errors_have_one_shape(server: str, headers: dict[str, str], body: bytes,
+def test_errors_have_one_shape(client: AppClient, headers: dict[str, str], body: bytes,
                                status: int, pattern: str) -> None:
-    import re
-    r = httpx.post(f"{server}/invocations", content=body, headers=headers)
+    r = client.post("/invocations", content=body, headers=headers)
     assert r.status_code == status
     error = r.json()["error"]
     assert error["code"] == status and re.search(pattern, error["message"]), error
     assert "Traceback" not in r.text
     # the next good request is answered correctly
-    ok = httpx.post(f"{server}/invocations", content=request_body("text/csv", QUERIES),
-                    headers={"Content-Type": "text/csv"})
+    ok = client.post("/invocations", content=request_body("text/csv", QUERIES),
+                     headers={"Content-Type": "text/csv"})
     np.testing.assert_array_equal(json_format.parse_predictions_json(ok.content)
                                   ["predicted_label"], make_model().predict(QUERIES))
 
 
-def test_payload_limit(model_tar: Path) -> None:
-    proc, url = start_server([str(model_tar)], env={"SAGEMAKER_MAX_PAYLOAD_IN_MB": "0.001"})
-    try:
+def test_payload_limit() -> None:
+    from ..conftest import app_client
+
+    # the settings `openknn serve` reads from this environment
+    settings = from_env({"SAGEMAKER_MAX_PAYLOAD_IN_MB": "0.001"}).with_(threads=1)
+    with app_client(make_model(), settings) as client:
         body = request_body("text/csv", np.tile(QUERIES, (20, 1)))
         assert len(body) > 1048
-        r = httpx.post(f"{url}/invocations", content=body, headers={"Content-Type": "text/csv"})
+        r = client.post("/invocations", content=body, headers={"Content-Type": "text/csv"})
         assert r.status_code == 413
         assert "over the 0.001 MB payload limit" in r.json()["error"]["message"]
-        r = httpx.post(f"{url}/invocations", content=request_body("text/csv", QUERIES[:1]),
-                       headers={"Content-Type": "text/csv"})
+        r = client.post("/invocations", content=request_body("text/csv", QUERIES[:1]),
+                        headers={"Content-Type": "text/csv"})
         assert r.status_code == 200
-        params = httpx.get(f"{url}/execution-parameters").json()
+        params = client.get("/execution-parameters").json()
         assert params["BatchStrategy"] == "MULTI_RECORD" and "MaxConcurrentTransforms" in params
-    finally:
-        stop(proc)
 
 
-def test_metrics(server: str) -> None:
-    httpx.post(f"{server}/invocations", content=b"1,2,3,4,5,6",
-               headers={"Content-Type": "text/csv"})
-    text = httpx.get(f"{server}/metrics").text
+def test_metrics(client: AppClient) -> None:
+    client.post("/invocations", content=b"1,2,3,4,5,6", headers={"Content-Type": "text/csv"})
+    text = client.get("/metrics").text
     for name in ("openknn_requests_total{status=\"200\"}", "openknn_errors_total",
                  "openknn_rows_total", "openknn_request_latency_seconds_bucket",
                  "openknn_batch_rows_bucket"):
         assert name in text
 
 
-def test_container_mode_port_from_environment(tmp_path: Path, model_tar: Path) -> None:
-    """`openknn serve` with no model reads /opt/ml/model; here the same through a copy."""
-    with tarfile.open(model_tar) as tar:  # as SageMaker extracts it into /opt/ml/model
-        tar.extractall(tmp_path / "model", filter="data")
-    proc, url = start_server([str(tmp_path / "model")])
-    try:
-        assert httpx.get(f"{url}/ping").status_code == 200
-    finally:
-        stop(proc)
+def test_container_mode_port_from_environment(processes: dict[str, Launched]) -> None:
+    """`openknn serve` with no model reads /opt/ml/model; here the same through a copy
+    (``processes``), on the port SageMaker gives in SAGEMAKER_BIND_TO_PORT (no --port)."""
+    url = processes["gpus_0"].ready().url
+    assert httpx.get(f"{url}/ping").status_code == 200
 
 
 def test_bad_model_path_fails_clearly(tmp_path: Path) -> None:
@@ -243,24 +353,42 @@ def test_bad_model_path_fails_clearly(tmp_path: Path) -> None:
     assert r.stderr.strip().splitlines()[-1].startswith("ClientError: Model path")
 
 
+def serve_failures(*runs: tuple[list[str], dict[str, str] | None]) -> list[str]:
+    """``openknn serve ARGS`` (in ENV) for each (ARGS, ENV), all at once; each must exit 1
+    with one ClientError line: those lines."""
+    procs = [subprocess.Popen([sys.executable, "-m", "openknn", "serve", *args,
+                               "--port", str(free_port())], stdout=subprocess.PIPE,
+                              stderr=subprocess.PIPE, stdin=subprocess.DEVNULL, text=True,
+                              env={**os.environ, **(env or {})}) for args, env in runs]
+    lines = []
+    try:
+        for proc in procs:
+            _, stderr = proc.communicate(timeout=120)
+            assert proc.returncode == 1 and "Traceback" not in stderr, stderr
+            last = stderr.strip().splitlines()[-1]
+            assert last.startswith("ClientError: "), stderr
+            lines.append(last)
+    finally:
+        for proc in procs:
+            if proc.poll() is None:
+                proc.kill()
+                proc.communicate()
+    return lines
+
+
 def serve_fails(*args: str, env: dict[str, str] | None = None) -> str:
     """``openknn serve ARGS`` that must exit 1 with one ClientError line: that line."""
-    r = subprocess.run([sys.executable, "-m", "openknn", "serve", *args,
-                        "--port", str(free_port())], capture_output=True, text=True,
-                       timeout=120, env={**os.environ, **(env or {})})
-    assert r.returncode == 1 and "Traceback" not in r.stderr, r.stderr
-    last = r.stderr.strip().splitlines()[-1]
-    assert last.startswith("ClientError: "), r.stderr
-    return last
+    return serve_failures((list(args), env))[0]
 
 
 def test_gpu_options_fail_clearly(model_tar: Path) -> None:
-    assert "--gpus='two' is not 'auto' or a GPU count" in serve_fails(str(model_tar),
-                                                                      "--gpus", "two")
-    assert "OPENKNN_NUM_GPUS='-1' is not 'auto' or a GPU count" in serve_fails(
-        str(model_tar), env={"OPENKNN_NUM_GPUS": "-1"})
-    assert ("--gpus 1 cannot be combined with --shards or --replicas yet"
-            in serve_fails(str(model_tar), "--gpus", "1", "--shards", "2"))
+    two, minus_one, with_shards = serve_failures(
+        ([str(model_tar), "--gpus", "two"], None),
+        ([str(model_tar)], {"OPENKNN_NUM_GPUS": "-1"}),
+        ([str(model_tar), "--gpus", "1", "--shards", "2"], None))
+    assert "--gpus='two' is not 'auto' or a GPU count" in two
+    assert "OPENKNN_NUM_GPUS='-1' is not 'auto' or a GPU count" in minus_one
+    assert "--gpus 1 cannot be combined with --shards or --replicas yet" in with_shards
 
 
 @pytest.mark.skipif(gpu.visible() > 0, reason="a GPU is visible to faiss here")
@@ -271,16 +399,29 @@ def test_gpus_without_a_gpu_stops_the_server(model_tar: Path) -> None:
                      last), last
 
 
-def test_gpus_auto_serves_on_the_cpu_here(model_tar: Path) -> None:
+def test_gpus_auto_serves_on_the_cpu_here(processes: dict[str, Launched]) -> None:
     """auto (the default) and 0 serve wherever there is no GPU, as before."""
     for value in ("auto", "0"):
-        proc, url = start_server([str(model_tar), "--gpus", value])
-        try:
-            r = httpx.post(f"{url}/invocations", content=b"0,0,0,0,0,0",
-                           headers={"Content-Type": "text/csv"})
-            assert r.status_code == 200
-        finally:
-            stop(proc)
+        url = processes[f"gpus_{value}"].ready().url
+        r = httpx.post(f"{url}/invocations", content=b"0,0,0,0,0,0",
+                       headers={"Content-Type": "text/csv"})
+        assert r.status_code == 200
+
+
+# ---------------------------------------------------------------- a process, over a socket
+
+
+@pytest.mark.parametrize("content_type", REQUEST_TYPES)
+def test_the_process_answers_as_the_app_does(server: str, client: AppClient,
+                                             content_type: str) -> None:
+    """uvicorn between the socket and the app changes no answer."""
+    headers = {"Content-Type": content_type, "Accept": "application/json; verbose=true"}
+    body = request_body(content_type, QUERIES)
+    over_http = httpx.post(f"{server}/invocations", content=body, headers=headers)
+    in_process = client.post("/invocations", content=body, headers=headers)
+    assert over_http.status_code == in_process.status_code == 200, over_http.text
+    assert over_http.headers["content-type"] == in_process.headers["content-type"]
+    assert over_http.content == in_process.content
 
 
 # ---------------------------------------------------------------- issue 10, over a socket
@@ -289,8 +430,6 @@ def test_gpus_auto_serves_on_the_cpu_here(model_tar: Path) -> None:
 def _raw(url: str, request: bytes, close_after: float | None = None) -> bytes:
     """Send ``request`` bytes as they are; the answer (all of it, or what came before
     ``close_after`` seconds, when the client gives up and closes)."""
-    import socket
-
     host, port = url.removeprefix("http://").split(":")
     with socket.create_connection((host, int(port)), timeout=30) as sock:
         chunks = []
@@ -315,8 +454,6 @@ def _raw(url: str, request: bytes, close_after: float | None = None) -> bytes:
 
 def test_a_127_byte_label_size_request_is_answered_400_in_milliseconds(server: str) -> None:
     """Issue 10: it took 28.5 s on the event loop (/ping blocked as long) and kept 5.7 GB."""
-    import time
-
     body = b"1,2,3,4,5,6,7,8\n"
     request = (b"POST /invocations HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: text/csv; "
                b"label_size=1000000\r\nContent-Length: %d\r\n\r\n" % len(body)) + body
@@ -349,8 +486,6 @@ def test_bad_parameters_over_http_are_4xx_not_500(server: str, content_type: byt
 def test_an_8_mb_accept_header_is_refused_quickly(server: str) -> None:
     """Issue 10: an 8 MB Accept list blocked the loop 3.1 s. The connection limits refuse
     a head that large (431) before the app sees it; the app itself reads 4,096 characters."""
-    import time
-
     accept = b", ".join([b"text/html; q=0.9"] * 470_000)
     body = b"1,2,3,4,5,6\n"
     start = time.perf_counter()
@@ -366,11 +501,16 @@ def test_an_8_mb_accept_header_is_refused_quickly(server: str) -> None:
 def test_a_client_that_disconnects_mid_body_is_not_a_server_error(server: str) -> None:
     """Issue 10: it answered 500, logged a traceback and counted in /metrics as one."""
     before = httpx.get(f"{server}/metrics").text
-    for _ in range(3):
-        _raw(server, b"POST /invocations HTTP/1.1\r\nHost: x\r\nContent-Type: text/csv\r\n"
-                     b"Content-Length: 1000\r\n\r\n1,2,3,", close_after=0.2)
-    import time
-
+    host, port = server.removeprefix("http://").split(":")
+    clients = [socket.create_connection((host, int(port)), timeout=30) for _ in range(3)]
+    try:  # three clients send a third of a body, wait a moment, and go
+        for sock in clients:
+            sock.sendall(b"POST /invocations HTTP/1.1\r\nHost: x\r\nContent-Type: text/csv\r\n"
+                         b"Content-Length: 1000\r\n\r\n1,2,3,")
+        time.sleep(0.2)
+    finally:
+        for sock in clients:
+            sock.close()
     deadline = time.monotonic() + 10
     while True:
         text = httpx.get(f"{server}/metrics").text

@@ -1,6 +1,11 @@
 """`openknn serve`'s connection limits and timeouts, over raw loopback sockets: idle and
 half-open connections cannot starve real ones (also under ``ulimit -n 256``), a head or a body
-that stops is cut off by its timeout, an over-limit head is refused, keep-alive still works."""
+that stops is cut off by its timeout, an over-limit head is refused, keep-alive still works.
+
+These live in uvicorn's protocol (``openknn.serving.connections``), so they need a process.
+Its three configurations (``SERVERS``) start together when the module starts, and each test
+waits only for the one it uses; their timeouts are short, each with at least 0.5 s more than
+what a test must do before it expires."""
 
 from __future__ import annotations
 
@@ -20,10 +25,26 @@ import pytest
 from openknn.core import index as fi
 from openknn.core.model import KnnModel, ModelMeta
 from openknn.jobs import artifact
-from openknn.serving import process
 
-HEAD_TIMEOUT_S, BODY_TIMEOUT_S = 1.0, 1.0
+from .test_serving_http import Launched, free_ports, stop_all
+
+# The shared server's (under ulimit -n 256, so its cap is 192 connections). A head's 0.75 s
+# leave 0.55 s beyond what must happen before one expires: the 0.2 s pause inside the head of
+# test_a_small_head_split_..., and the 0.2 s (measured) in which the ulimit test opens 300
+# connections and pings 5 times. A body's 0.5 s is all for a body sent at once.
+HEAD_TIMEOUT_S, BODY_TIMEOUT_S, NOFILE = 0.75, 0.5, 256
+# the connection caps' servers': the requests a test holds in flight must still be when it
+# has opened its other connections and pinged, at most 0.45 s after they start
+CAP_BODY_TIMEOUT_S = 1.0
 PING = b"GET /ping HTTP/1.1\r\nHost: openknn\r\n\r\n"
+SERVERS: dict[str, tuple[dict[str, str], int | None]] = {  # name: (environment, ulimit -n)
+    "shared": ({"OPENKNN_HEADER_TIMEOUT_S": str(HEAD_TIMEOUT_S),
+                "OPENKNN_BODY_TIMEOUT_S": str(BODY_TIMEOUT_S)}, NOFILE),
+    "cap_5": ({"OPENKNN_MAX_CONNECTIONS": "5",
+               "OPENKNN_BODY_TIMEOUT_S": str(CAP_BODY_TIMEOUT_S)}, None),
+    "cap_3": ({"OPENKNN_MAX_CONNECTIONS": "3",
+               "OPENKNN_BODY_TIMEOUT_S": str(CAP_BODY_TIMEOUT_S)}, None),
+}
 
 
 @pytest.fixture(scope="module")
@@ -39,11 +60,11 @@ def model_tar(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return path
 
 
-def start(model: Path, env: dict[str, str], nofile: int | None = None,
-          ) -> tuple[subprocess.Popen[bytes], int]:
+def launch(model: Path, port: int, env: dict[str, str], nofile: int | None = None,
+           ) -> Launched:
     """``openknn serve`` with limits from the environment (which versions without them
-    ignore, so the same test shows the defect there), optionally under ``ulimit -n``."""
-    port = process.free_port()
+    ignore, so the same test shows the defect there), optionally under ``ulimit -n``;
+    started, not yet waited for."""
     log = Path(tempfile.mkdtemp(prefix="openknn-limits-")) / "serve.log"
 
     def limit_fds() -> None:
@@ -55,16 +76,26 @@ def start(model: Path, env: dict[str, str], nofile: int | None = None,
             [sys.executable, "-m", "openknn", "serve", str(model), "--port", str(port),
              "--threads", "1"], stdout=sink, stderr=subprocess.STDOUT,
             stdin=subprocess.DEVNULL, env={**os.environ, **env}, preexec_fn=limit_fds)
-    process.wait_ready(f"http://127.0.0.1:{port}", proc, log, timeout=120)
-    return proc, port
+    return Launched(proc, port, log)
 
 
 @pytest.fixture(scope="module")
-def port(model_tar: Path) -> Iterator[int]:
-    proc, port = start(model_tar, {"OPENKNN_HEADER_TIMEOUT_S": str(HEAD_TIMEOUT_S),
-                                   "OPENKNN_BODY_TIMEOUT_S": str(BODY_TIMEOUT_S)})
-    yield port
-    process.stop(proc)
+def servers(model_tar: Path) -> Iterator[dict[str, Launched]]:
+    """Every server of ``SERVERS``, all started at once (their imports and model loads
+    overlap); each test waits for the one it uses (``.ready()``); stopped with the module."""
+    started: dict[str, Launched] = {}
+    try:
+        for (name, (env, nofile)), port in zip(SERVERS.items(), free_ports(len(SERVERS))):
+            started[name] = launch(model_tar, port, env, nofile)
+        yield started
+    finally:
+        stop_all(server.proc for server in started.values())
+
+
+@pytest.fixture
+def port(servers: dict[str, Launched]) -> int:
+    """The shared server's port (``HEAD_TIMEOUT_S``, ``BODY_TIMEOUT_S``, ``NOFILE``)."""
+    return servers["shared"].ready().port
 
 
 @pytest.fixture
@@ -125,6 +156,13 @@ def closed_by_server(s: socket.socket, timeout: float) -> bool:
     return response(s, timeout).endswith((b"<closed>", b"<reset>"))
 
 
+def closed_within(opened: list[socket.socket], timeout: float) -> int:
+    """How many of ``opened`` the server closes within ``timeout`` seconds from now (one
+    deadline for all: those still open wait it out together, not one after another)."""
+    deadline = time.monotonic() + timeout
+    return sum(closed_by_server(s, max(0.01, deadline - time.monotonic())) for s in opened)
+
+
 def test_the_connection_cap_stays_under_the_fd_limit() -> None:
     from openknn.serving import connections
 
@@ -135,26 +173,21 @@ def test_the_connection_cap_stays_under_the_fd_limit() -> None:
 
 
 def test_ping_answers_quickly_beside_300_idle_connections_under_ulimit_256(
-        model_tar: Path, sockets: list[socket.socket]) -> None:
+        port: int, sockets: list[socket.socket]) -> None:
     """The defect: 239 idle connections under ``ulimit -n 256`` made every new request fail.
     Now the cap (192 there) closes the longest-idle one to make room."""
     if resource.getrlimit(resource.RLIMIT_NOFILE)[0] < 400:
         pytest.skip("the test process itself needs 400 file descriptors")
-    proc, port = start(model_tar, {"OPENKNN_HEADER_TIMEOUT_S": "2"}, nofile=256)
-    try:
-        idle = [connect(port, sockets) for _ in range(250)]
-        idle += [connect(port, sockets) for _ in range(50)]
-        for s in idle[250:]:
-            s.sendall(b"GET /ping HTTP/1.1\r\nHost: slow")  # half a head, never finished
-        time.sleep(0.2)
-        pings = [timed_ping(port, sockets) for _ in range(5)]
-        assert [code for code, _ in pings] == [200] * 5
-        assert max(seconds for _, seconds in pings) < 1.0, pings
-        # and the idle ones are all closed by the header timeout (2 s) soon after
-        deadline = time.monotonic() + 6
-        assert all(closed_by_server(s, max(0.01, deadline - time.monotonic())) for s in idle)
-    finally:
-        process.stop(proc)
+    idle = [connect(port, sockets) for _ in range(250)]
+    idle += [connect(port, sockets) for _ in range(50)]
+    for s in idle[250:]:
+        s.sendall(b"GET /ping HTTP/1.1\r\nHost: slow")  # half a head, never finished
+    time.sleep(0.2)
+    pings = [timed_ping(port, sockets) for _ in range(5)]
+    assert [code for code, _ in pings] == [200] * 5
+    assert max(seconds for _, seconds in pings) < 1.0, pings
+    # and the idle ones are all closed by the header timeout (HEAD_TIMEOUT_S) soon after
+    assert closed_within(idle, 6) == len(idle)
 
 
 def test_idle_connections_and_half_heads_are_closed_by_the_header_timeout(
@@ -191,7 +224,7 @@ def test_a_half_sent_body_is_answered_408_and_its_connection_closed(
     t0 = time.monotonic()
     answer = response(s, 5)
     assert b" 408 " in answer.split(b"\r\n", 1)[0], answer
-    assert b"did not all arrive within 1 s" in answer
+    assert b"did not all arrive within %g s" % BODY_TIMEOUT_S in answer
     assert answer.endswith(b"<closed>")
     assert BODY_TIMEOUT_S - 0.2 < time.monotonic() - t0 < BODY_TIMEOUT_S + 3
 
@@ -270,38 +303,30 @@ def test_stray_bytes_after_a_kept_alive_request_do_not_hold_the_connection(
 
 
 def test_over_the_cap_idle_connections_make_room_but_a_request_in_flight_is_kept(
-        model_tar: Path, sockets: list[socket.socket]) -> None:
-    proc, port = start(model_tar, {"OPENKNN_MAX_CONNECTIONS": "5",
-                                   "OPENKNN_BODY_TIMEOUT_S": "2"})
-    try:
-        busy = connect(port, sockets)  # a request in flight: its body is still coming
-        busy.sendall(b"POST /invocations HTTP/1.1\r\nHost: x\r\nContent-Type: text/csv\r\n"
-                     b"Content-Length: 100\r\n\r\n0.1,")
-        time.sleep(0.2)
-        idle = [connect(port, sockets) for _ in range(12)]
-        time.sleep(0.2)
-        assert timed_ping(port, sockets)[0] == 200
-        assert sum(closed_by_server(s, 0.5) for s in idle) >= 8  # at most 5 open at once
-        answer = response(busy, 5)  # not evicted: it gets its own answer, the body's 408
-        assert answer.startswith(b"HTTP/1.1 408 "), answer[:100]
-    finally:
-        process.stop(proc)
+        servers: dict[str, Launched], sockets: list[socket.socket]) -> None:
+    port = servers["cap_5"].ready().port
+    busy = connect(port, sockets)  # a request in flight: its body is still coming
+    busy.sendall(b"POST /invocations HTTP/1.1\r\nHost: x\r\nContent-Type: text/csv\r\n"
+                 b"Content-Length: 100\r\n\r\n0.1,")
+    time.sleep(0.2)
+    idle = [connect(port, sockets) for _ in range(12)]
+    time.sleep(0.2)
+    assert timed_ping(port, sockets)[0] == 200
+    assert closed_within(idle, 0.5) >= 8  # at most 5 open at once
+    answer = response(busy, 5)  # not evicted: it gets its own answer, the body's 408
+    assert answer.startswith(b"HTTP/1.1 408 "), answer[:100]
 
 
 def test_at_the_cap_with_every_connection_busy_a_new_one_gets_503(
-        model_tar: Path, sockets: list[socket.socket]) -> None:
-    proc, port = start(model_tar, {"OPENKNN_MAX_CONNECTIONS": "3",
-                                   "OPENKNN_BODY_TIMEOUT_S": "3"})
-    try:
-        busy = [connect(port, sockets) for _ in range(3)]
-        for s in busy:
-            s.sendall(b"POST /invocations HTTP/1.1\r\nHost: x\r\nContent-Type: text/csv\r\n"
-                      b"Content-Length: 100\r\n\r\n0.1,")
-        time.sleep(0.3)
-        extra = connect(port, sockets)
-        answer = response(extra, 2)
-        assert answer.startswith(b"HTTP/1.1 503 ") and answer.endswith(b"<closed>"), answer
-        assert all(response(s, 5).startswith(b"HTTP/1.1 408 ") for s in busy)
-        assert timed_ping(port, sockets)[0] == 200  # room again once they are answered
-    finally:
-        process.stop(proc)
+        servers: dict[str, Launched], sockets: list[socket.socket]) -> None:
+    port = servers["cap_3"].ready().port
+    busy = [connect(port, sockets) for _ in range(3)]
+    for s in busy:
+        s.sendall(b"POST /invocations HTTP/1.1\r\nHost: x\r\nContent-Type: text/csv\r\n"
+                  b"Content-Length: 100\r\n\r\n0.1,")
+    time.sleep(0.3)
+    extra = connect(port, sockets)
+    answer = response(extra, 2)
+    assert answer.startswith(b"HTTP/1.1 503 ") and answer.endswith(b"<closed>"), answer
+    assert all(response(s, 5).startswith(b"HTTP/1.1 408 ") for s in busy)
+    assert timed_ping(port, sockets)[0] == 200  # room again once they are answered

@@ -1,7 +1,7 @@
-"""Issue 10 parts 3 and 5, in process (the app through httpx's ASGITransport): every request
-parameter and header bounded and parsed strictly, each defect reproduced by its input; the
-event loop never decodes long; a client that disconnects is no error; a 500 logs one
-rate-limited traceback."""
+"""Issue 10 parts 3 and 5, in process (the app through httpx's ASGITransport, ``AppClient``
+in tests/conftest.py): every request parameter and header bounded and parsed strictly, each
+defect reproduced by its input; the event loop never decodes long; a client that disconnects
+is no error; a 500 logs one rate-limited traceback."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ import contextlib
 import io
 import logging
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import httpx
@@ -22,67 +22,26 @@ from openknn.formats import csv as csv_format
 from openknn.formats import json as json_format
 from openknn.formats import recordio
 from openknn.serving import app as app_module
-from openknn.serving.app import FaultLog, create_app, error_response
-from openknn.settings import ServingSettings
+from openknn.serving.app import FaultLog, error_response
 
-from ..conftest import Csr
+from ..conftest import AppClient, Csr, app_client, captured
 from .test_serving_http import QUERIES, make_model
 
 GOOD_CSV = csv_format.encode_csv(QUERIES)
 EXPECTED = make_model().predict(QUERIES)
 
 
-class Records(logging.Handler):
-    """Every record the openknn loggers write, to count tracebacks and server errors."""
-
-    def __init__(self) -> None:
-        super().__init__(logging.DEBUG)
-        self.records: list[logging.LogRecord] = []
-
-    def emit(self, record: logging.LogRecord) -> None:
-        self.records.append(record)
-
-    @property
-    def tracebacks(self) -> int:
-        return sum(r.exc_info is not None for r in self.records)
-
-    @property
-    def errors(self) -> list[logging.LogRecord]:
-        return [r for r in self.records if r.levelno >= logging.ERROR]
+@pytest.fixture(scope="module")
+def endpoint() -> Iterator[AppClient]:
+    """The app of a Flat model, shared by the tests that count nothing across requests."""
+    with app_client(make_model()) as client:
+        yield client
 
 
-@contextlib.contextmanager
-def captured() -> Any:
-    handler = Records()
-    logger = logging.getLogger("openknn")
-    logger.addHandler(handler)
-    old = logger.level
-    logger.setLevel(logging.DEBUG)
-    try:
-        yield handler
-    finally:
-        logger.removeHandler(handler)
-        logger.setLevel(old)
-
-
-@contextlib.asynccontextmanager
-async def in_process(model: Any = None, **settings: Any) -> AsyncIterator[httpx.AsyncClient]:
-    """The endpoint app, its lifespan run, and a client that calls it without a socket."""
-    app = create_app(model if model is not None else make_model(),
-                     ServingSettings(threads=1, **settings))
-    async with app.router.lifespan_context(app):
-        transport = httpx.ASGITransport(app=app)
-        async with httpx.AsyncClient(transport=transport, base_url="http://endpoint",
-                                     timeout=60) as client:
-            client.app = app  # type: ignore[attr-defined]
-            yield client
-
-
-def run(test: Callable[[httpx.AsyncClient], Awaitable[Any]], model: Any = None) -> Any:
-    async def main() -> Any:
-        async with in_process(model) as client:
-            return await test(client)
-    return asyncio.run(main())
+@pytest.fixture(scope="module")
+def ivf_endpoint() -> Iterator[AppClient]:
+    with app_client(make_model("faiss.IVFFlat")) as client:
+        yield client
 
 
 async def post(client: httpx.AsyncClient, body: bytes, content_type: str | bytes,
@@ -112,7 +71,7 @@ async def still_good(client: httpx.AsyncClient) -> None:
 # ---------------------------------------------------------------- label_size
 
 
-def test_label_size_of_a_million_is_refused_in_milliseconds() -> None:
+def test_label_size_of_a_million_is_refused_in_milliseconds(endpoint: AppClient) -> None:
     """Issue 10: this request (127 bytes on the wire: test_serving_http sends it so) took
     28.5 s on the event loop and kept 5.7 GB."""
     header = "text/csv; label_size=1000000"
@@ -127,7 +86,7 @@ def test_label_size_of_a_million_is_refused_in_milliseconds() -> None:
         await still_good(client)
         return took
 
-    assert run(test) < 0.05
+    assert endpoint.run(test) < 0.05
 
 
 @pytest.mark.parametrize(("value", "status", "pattern"), [
@@ -138,17 +97,18 @@ def test_label_size_of_a_million_is_refused_in_milliseconds() -> None:
     ("1.0", 400, "label_size='1.0'"),
     ("", 400, "label_size=''"),
 ])
-def test_label_size_must_be_a_small_ascii_count(value: str, status: int, pattern: str) -> None:
+def test_label_size_must_be_a_small_ascii_count(endpoint: AppClient, value: str, status: int,
+                                                pattern: str) -> None:
     async def test(client: httpx.AsyncClient) -> None:
         r = await post(client, GOOD_CSV, f"text/csv; label_size={value}".encode("latin-1"))
         message = error_of(r, status, pattern)
         assert len(message) < 400  # the value is shown cut short
         await still_good(client)
 
-    run(test)
+    endpoint.run(test)
 
 
-def test_label_size_within_the_bound_still_drops_columns() -> None:
+def test_label_size_within_the_bound_still_drops_columns(endpoint: AppClient) -> None:
     async def test(client: httpx.AsyncClient) -> None:
         for size in (0, 1, 64):
             body = csv_format.encode_csv(np.column_stack([np.full((9, size), 5.0), QUERIES]))
@@ -159,7 +119,7 @@ def test_label_size_within_the_bound_still_drops_columns() -> None:
         r = await post(client, GOOD_CSV, "text/csv; label_size=1; label_size=1")
         error_of(r, 400, "label_size is given twice")
 
-    run(test)
+    endpoint.run(test)
 
 
 # ---------------------------------------------------------------- charset
@@ -169,7 +129,7 @@ def test_label_size_within_the_bound_still_drops_columns() -> None:
                                      "unicode_escape", "raw_unicode_escape", "punycode",
                                      "idna", "undefined", "klingon", "../../etc/passwd",
                                      "x" * 900])
-def test_charsets_that_are_no_text_encoding_get_415(charset: str) -> None:
+def test_charsets_that_are_no_text_encoding_get_415(endpoint: AppClient, charset: str) -> None:
     """Issue 10: charset=hex (rot13, base64, ...) answered 500 with a traceback."""
     async def test(client: httpx.AsyncClient) -> None:
         with captured() as logs:
@@ -179,22 +139,22 @@ def test_charsets_that_are_no_text_encoding_get_415(charset: str) -> None:
         assert not logs.errors
         await still_good(client)
 
-    run(test)
+    endpoint.run(test)
 
 
 @pytest.mark.parametrize("charset", ["utf-8", "UTF8", "ascii", "us-ascii", "latin-1",
                                      "ISO-8859-1", "cp1252", "utf-16", "utf-16-le", "shift_jis"])
-def test_text_charsets_still_decode_csv(charset: str) -> None:
+def test_text_charsets_still_decode_csv(endpoint: AppClient, charset: str) -> None:
     async def test(client: httpx.AsyncClient) -> None:
         r = await post(client, GOOD_CSV.decode().encode(charset), f"text/csv; charset={charset}")
         assert r.status_code == 200, r.text
         np.testing.assert_array_equal(
             json_format.parse_predictions_json(r.content)["predicted_label"], EXPECTED)
 
-    run(test)
+    endpoint.run(test)
 
 
-def test_json_is_utf8_only() -> None:
+def test_json_is_utf8_only(endpoint: AppClient) -> None:
     body = orjson.dumps({"instances": [{"features": r} for r in QUERIES.tolist()]})
 
     async def test(client: httpx.AsyncClient) -> None:
@@ -203,7 +163,7 @@ def test_json_is_utf8_only() -> None:
         r = await post(client, body, "application/json; charset=latin-1")
         error_of(r, 415, "charset='latin-1'", "read as UTF-8 only")
 
-    run(test)
+    endpoint.run(test)
 
 
 @pytest.mark.parametrize(("content_type", "body", "pattern"), [
@@ -220,15 +180,15 @@ def test_json_is_utf8_only() -> None:
     ("application/jsonlines", b'{"features": [1, 2, 3, 4, 5, 6]}\n{"features": "\\udfff"}',
      "line 2"),
 ])
-def test_surrogates_and_undecodable_bytes_get_400(content_type: str, body: bytes,
-                                                  pattern: str) -> None:
+def test_surrogates_and_undecodable_bytes_get_400(endpoint: AppClient, content_type: str,
+                                                  body: bytes, pattern: str) -> None:
     async def test(client: httpx.AsyncClient) -> None:
         with captured() as logs:
             error_of(await post(client, body, content_type), 400, pattern)
         assert not logs.errors
         await still_good(client)
 
-    run(test)
+    endpoint.run(test)
 
 
 def test_an_error_message_holding_a_surrogate_is_still_sent() -> None:
@@ -252,7 +212,8 @@ def test_an_error_message_holding_a_surrogate_is_still_sent() -> None:
     (b"nprobe=2; ef_search=3", "nprobe and ef_search are both given"),
     (b"ef_search=3", "ef_search: an IVF index takes nprobe="),
 ])
-def test_nprobe_is_ascii_digits_and_bounded(params: bytes, pattern: str) -> None:
+def test_nprobe_is_ascii_digits_and_bounded(ivf_endpoint: AppClient, params: bytes,
+                                            pattern: str) -> None:
     """Issue 10: nprobe=² passed str.isdigit and then int() raised: 500."""
     async def test(client: httpx.AsyncClient) -> None:
         with captured() as logs:
@@ -261,7 +222,7 @@ def test_nprobe_is_ascii_digits_and_bounded(params: bytes, pattern: str) -> None
         r = await post(client, GOOD_CSV, "text/csv; nprobe=8")
         assert r.status_code == 200
 
-    run(test, make_model("faiss.IVFFlat"))
+    ivf_endpoint.run(test)
 
 
 def test_ef_search_is_bounded_on_hnsw() -> None:
@@ -272,7 +233,8 @@ def test_ef_search_is_bounded_on_hnsw() -> None:
                  "efsearch='¹' must be a positive integer")
         assert (await post(client, GOOD_CSV, "text/csv; ef_search=64")).status_code == 200
 
-    run(test, make_model("faiss.HNSW"))
+    with app_client(make_model("faiss.HNSW")) as endpoint:
+        endpoint.run(test)
 
 
 # ---------------------------------------------------------------- Accept / Content-Type
@@ -283,14 +245,14 @@ def test_ef_search_is_bounded_on_hnsw() -> None:
     ("application/json; verbose=true; verbose=false", "verbose is given twice"),
     ("image/png, text/html", "names no supported type"),
 ])
-def test_bad_accept_values_get_406(accept: str, pattern: str) -> None:
+def test_bad_accept_values_get_406(endpoint: AppClient, accept: str, pattern: str) -> None:
     async def test(client: httpx.AsyncClient) -> None:
         error_of(await post(client, GOOD_CSV, "text/csv", accept), 406, pattern)
 
-    run(test)
+    endpoint.run(test)
 
 
-def test_verbose_words() -> None:
+def test_verbose_words(endpoint: AppClient) -> None:
     async def test(client: httpx.AsyncClient) -> None:
         for word, verbose in (("true", True), ("True", True), ("1", True), ("yes", True),
                               ("false", False), ("0", False), ("no", False)):
@@ -298,10 +260,10 @@ def test_verbose_words() -> None:
             assert r.status_code == 200
             assert ("distances" in r.json()["predictions"][0]) == verbose
 
-    run(test)
+    endpoint.run(test)
 
 
-def test_an_8_mb_accept_list_is_refused_at_once() -> None:
+def test_an_8_mb_accept_list_is_refused_at_once(endpoint: AppClient) -> None:
     """Issue 10: an 8 MB Accept list blocked the event loop 3.1 s."""
     accept = ", ".join(["text/html; q=0.9"] * 470_000)
     assert len(accept) > 8_000_000
@@ -316,10 +278,10 @@ def test_an_8_mb_accept_list_is_refused_at_once() -> None:
         await still_good(client)
         return took
 
-    assert run(test) < 0.5  # most of it is httpx building the 8 MB request
+    assert endpoint.run(test) < 0.5  # most of it is httpx building the 8 MB request
 
 
-def test_a_long_content_type_is_refused_at_once() -> None:
+def test_a_long_content_type_is_refused_at_once(endpoint: AppClient) -> None:
     async def test(client: httpx.AsyncClient) -> None:
         value = "text/csv" + "; a=b" * 2_000_000
         r = await post(client, GOOD_CSV, value)
@@ -328,21 +290,22 @@ def test_a_long_content_type_is_refused_at_once() -> None:
         message = error_of(r, 415, "is not supported")
         assert len(message) < 400
 
-    run(test)
+    endpoint.run(test)
 
 
-def test_a_missing_content_type_is_415() -> None:
+def test_a_missing_content_type_is_415(endpoint: AppClient) -> None:
     async def test(client: httpx.AsyncClient) -> None:
         r = await client.post("/invocations", content=GOOD_CSV)
         error_of(r, 415, "Content-Type (none) is not supported")
 
-    run(test)
+    endpoint.run(test)
 
 
 # ---------------------------------------------------------------- sparse RecordIO
 
 
-def test_150000_one_key_sparse_records_answered_without_blocking_the_loop() -> None:
+def test_150000_one_key_sparse_records_answered_without_blocking_the_loop(
+        endpoint: AppClient) -> None:
     """Issue 10: 150,000 one-key sparse records (5.4 MB) cost 9.2 s of CPU."""
     scipy_sparse = pytest.importorskip("scipy.sparse")
     n = 150_000
@@ -370,7 +333,7 @@ def test_150000_one_key_sparse_records_answered_without_blocking_the_loop() -> N
         assert np.loadtxt(io.BytesIO(r.content)).shape == (n,)
         return time.perf_counter() - start, worst_ping
 
-    took, worst_ping = run(test)
+    took, worst_ping = endpoint.run(test)
     assert took < 5.0  # decode well under a second, the rest is 150,000 searches and CSV
     assert worst_ping < 0.25, worst_ping
 
@@ -378,7 +341,8 @@ def test_150000_one_key_sparse_records_answered_without_blocking_the_loop() -> N
 # ---------------------------------------------------------------- the event loop
 
 
-def test_what_is_decoded_on_the_event_loop(monkeypatch: pytest.MonkeyPatch) -> None:
+def test_what_is_decoded_on_the_event_loop(endpoint: AppClient,
+                                           monkeypatch: pytest.MonkeyPatch) -> None:
     """Small bodies by the quick paths on the loop; large ones, and small ones that need a
     slower path (an error to locate, sparse RecordIO), in a worker thread."""
     threaded: list[int] = []
@@ -406,7 +370,7 @@ def test_what_is_decoded_on_the_event_loop(monkeypatch: pytest.MonkeyPatch) -> N
             assert r.status_code == status, r.text
             assert bool(threaded) == in_thread, (content_type, len(body), threaded)
 
-    run(test)
+    endpoint.run(test)
 
 
 
@@ -441,15 +405,16 @@ async def _send_raw(app: Any, parts: list[bytes], disconnect: bool) -> list[dict
 
 def test_a_client_that_disconnects_mid_body_is_no_error() -> None:
     """Issue 10: it answered 500, logged a traceback and counted a server error."""
-    async def test(client: httpx.AsyncClient) -> str:
-        with captured() as logs:
-            for _ in range(3):
-                await _send_raw(client.app, [b"1,2,3,", b"4,5"], disconnect=True)  # type: ignore[attr-defined]
-        assert not logs.errors and not logs.tracebacks
-        await still_good(client)
-        return (await client.get("/metrics")).text
+    with app_client(make_model()) as endpoint:  # an app of its own: its metrics are counted
+        async def test(client: httpx.AsyncClient) -> str:
+            with captured() as logs:
+                for _ in range(3):
+                    await _send_raw(endpoint.app, [b"1,2,3,", b"4,5"], disconnect=True)
+            assert not logs.errors and not logs.tracebacks
+            await still_good(client)
+            return (await client.get("/metrics")).text
 
-    metrics = run(test)
+        metrics = endpoint.run(test)
     assert "openknn_client_disconnects_total 3.0" in metrics
     assert 'status="500"' not in metrics and 'status="499"' not in metrics
     assert 'openknn_requests_total{status="200"} 1.0' in metrics
@@ -476,7 +441,8 @@ def test_a_500_logs_one_traceback_then_one_line_each(monkeypatch: pytest.MonkeyP
                                   "one is logged at most every 60 s)")
         return (await client.get("/metrics")).text
 
-    metrics = run(test, model)
+    with app_client(model) as endpoint:  # an app of its own, for its model and its metrics
+        metrics = endpoint.run(test)
     assert 'openknn_errors_total{status="500"} 5.0' in metrics
 
 

@@ -1,5 +1,6 @@
-"""Hypothesis-made malformed bodies of every content type, sent to a real server process:
-each gets a 400 or 415 in the one error shape, and the next good request is answered right."""
+"""Hypothesis-made malformed bodies of every content type, sent to the endpoint app in process
+(``AppClient``, tests/conftest.py): each gets a 400 or 415 in the one error shape, and the next
+good request is answered right; and seeded mutation fuzzing of every request type."""
 
 from __future__ import annotations
 
@@ -23,8 +24,8 @@ from openknn.formats import json as json_format
 from openknn.formats import recordio
 from openknn.jobs import artifact
 
-from ..conftest import Csr
-from ..integration.test_serving_http import QUERIES, make_model, start_server, stop
+from ..conftest import AppClient, Csr, app_client, captured
+from ..integration.test_serving_http import QUERIES, make_model
 
 D = 6
 GOOD = csv_format.encode_csv(QUERIES)
@@ -32,13 +33,12 @@ EXPECTED = make_model().predict(QUERIES)
 
 
 @pytest.fixture(scope="module")
-def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[httpx.Client]:
+def client(tmp_path_factory: pytest.TempPathFactory) -> Iterator[AppClient]:
+    """The app in process, serving the model as `openknn serve` would: from its archive."""
     path = tmp_path_factory.mktemp("fuzz") / "model.tar.gz"
     artifact.write_model_tar(make_model(), path)
-    proc, url = start_server([str(path)])
-    with httpx.Client(base_url=url, timeout=30) as client:
-        yield client
-    stop(proc)
+    with app_client(artifact.load(path)) as endpoint:
+        yield endpoint
 
 
 rows = st.lists(st.lists(st.floats(-1e6, 1e6, width=32), min_size=D, max_size=D),
@@ -120,7 +120,7 @@ unsupported = st.tuples(st.sampled_from(["application/xml", "image/png", "text/p
                                          "application/octet-stream"]),
                         st.binary(max_size=50))
 
-FUZZ = settings(max_examples=60, deadline=None,
+FUZZ = settings(max_examples=100, deadline=None,
                 suppress_health_check=[HealthCheck.function_scoped_fixture])
 
 
@@ -138,25 +138,25 @@ def check(client: httpx.Client, content_type: str, body: bytes, allowed: tuple[i
 
 @FUZZ
 @given(case=st.one_of(bad_csv(), bad_json(), bad_recordio()))
-def test_malformed_bodies_get_400(server: httpx.Client, case: tuple[str, bytes]) -> None:
-    check(server, *case, allowed=(400,))
+def test_malformed_bodies_get_400(client: AppClient, case: tuple[str, bytes]) -> None:
+    check(client, *case, allowed=(400,))
 
 
 @FUZZ
 @given(case=unsupported)
-def test_unsupported_types_get_415(server: httpx.Client, case: tuple[str, bytes]) -> None:
-    check(server, *case, allowed=(415,))
+def test_unsupported_types_get_415(client: AppClient, case: tuple[str, bytes]) -> None:
+    check(client, *case, allowed=(415,))
 
 
 @FUZZ
 @given(content_type=st.sampled_from(["text/csv", "application/json", "application/jsonlines",
                                      "application/x-recordio-protobuf"]),
        body=st.binary(min_size=1, max_size=300))
-def test_random_bytes_never_break_the_server(server: httpx.Client, content_type: str,
+def test_random_bytes_never_break_the_server(client: AppClient, content_type: str,
                                              body: bytes) -> None:
-    r = server.post("/invocations", content=body, headers={"Content-Type": content_type})
+    r = client.post("/invocations", content=body, headers={"Content-Type": content_type})
     assert r.status_code in (200, 400), r.text
-    check(server, "text/csv", b"1,2", allowed=(400,))
+    check(client, "text/csv", b"1,2", allowed=(400,))
 
 
 
@@ -261,53 +261,51 @@ def _rss_bytes() -> int:
 
 def fuzz(per_type: int, seed: int = 10) -> dict[str, Any]:
     """``per_type`` mutated bodies of each request type through the app; the figures."""
-    from ..integration.test_serving_requests import captured, in_process
-
     rng = np.random.default_rng(seed)
     statuses: dict[str, dict[int, int]] = {media: {} for media in TYPES}
     bad: list[tuple[str, bytes, int, str]] = []
 
-    async def main(logs: Any) -> dict[str, Any]:
-        async with in_process(make_model("faiss.IVFFlat")) as client:
-            async def one(media: str) -> None:
-                body = _mutate(rng, _valid_body(rng, media), _valid_body(rng, media))
-                headers = _headers(rng, media)
-                r = await client.post("/invocations", content=body, headers=headers)
-                count = statuses[media]
-                count[r.status_code] = count.get(r.status_code, 0) + 1
-                if r.status_code >= 500 or (r.status_code != 200 and (
-                        r.json()["error"]["code"] != r.status_code
-                        or not r.json()["error"]["message"])):
-                    bad.append((str(headers), body[:200], r.status_code, r.text[:300]))
+    async def main(client: httpx.AsyncClient) -> dict[str, Any]:
+        async def one(media: str) -> None:
+            body = _mutate(rng, _valid_body(rng, media), _valid_body(rng, media))
+            headers = _headers(rng, media)
+            r = await client.post("/invocations", content=body, headers=headers)
+            count = statuses[media]
+            count[r.status_code] = count.get(r.status_code, 0) + 1
+            if r.status_code >= 500 or (r.status_code != 200 and (
+                    r.json()["error"]["code"] != r.status_code
+                    or not r.json()["error"]["message"])):
+                bad.append((str(headers), body[:200], r.status_code, r.text[:300]))
 
-            async def good() -> None:
-                r = await client.post("/invocations", content=GOOD,
-                                      headers={"Content-Type": "text/csv"})
-                assert r.status_code == 200
-                np.testing.assert_array_equal(json_format.parse_predictions_json(
-                    r.content)["predicted_label"], EXPECTED)
+        async def good() -> None:
+            r = await client.post("/invocations", content=GOOD,
+                                  headers={"Content-Type": "text/csv"})
+            assert r.status_code == 200
+            np.testing.assert_array_equal(json_format.parse_predictions_json(
+                r.content)["predicted_label"], EXPECTED)
 
-            total = per_type * len(TYPES)
-            warm = min(2000, total // 10)
-            rss = [0, 0]
-            start = time.perf_counter()
-            for i in range(0, total, 4):  # four at a time: the batcher merges some of them
-                await asyncio.gather(*(one(TYPES[(i + j) % 4]) for j in range(4)))
-                if i % 400 == 0:
-                    await good()
-                if i == warm - warm % 4:
-                    gc.collect()
-                    rss[0] = _rss_bytes()
-            gc.collect()
-            rss[1] = _rss_bytes()
-            await good()
-            return {"seconds": time.perf_counter() - start, "rss_warm": rss[0],
-                    "rss_end": rss[1], "statuses": statuses, "bad": bad,
-                    "tracebacks": logs.tracebacks, "errors": len(logs.errors),
-                    "metrics": (await client.get("/metrics")).text}
+        total = per_type * len(TYPES)
+        warm = min(2000, total // 10)
+        rss = [0, 0]
+        start = time.perf_counter()
+        for i in range(0, total, 4):  # four at a time: the batcher merges some of them
+            await asyncio.gather(*(one(TYPES[(i + j) % 4]) for j in range(4)))
+            if i % 400 == 0:
+                await good()
+            if i == warm - warm % 4:
+                gc.collect()
+                rss[0] = _rss_bytes()
+        gc.collect()
+        rss[1] = _rss_bytes()
+        await good()
+        return {"seconds": time.perf_counter() - start, "rss_warm": rss[0],
+                "rss_end": rss[1], "statuses": statuses, "bad": bad,
+                "tracebacks": logs.tracebacks, "errors": len(logs.errors),
+                "metrics": (await client.get("/metrics")).text}
 
-    with captured() as logs:
-        return asyncio.run(main(logs))
+    # an app of its own: its metrics and its log hold these requests only
+    with captured() as logs, app_client(make_model("faiss.IVFFlat")) as endpoint:
+        return endpoint.run(main, timeout_s=60 + per_type / 25)
 
 
 def _report(figures: dict[str, Any]) -> str:

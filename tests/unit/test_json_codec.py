@@ -1,4 +1,4 @@
-"""Tests for openknn.formats.json: the spec's request and response shapes, sparse instances,
+"""Tests for openknn.formats.json: decision 31's request and response shapes, sparse instances,
 the float32 text of every number, and every user-facing error."""
 
 from __future__ import annotations
@@ -19,7 +19,7 @@ from openknn.formats.json import (
     parse_predictions_jsonlines,
 )
 
-# The spec's (3.1) mixed two-instance request, verbatim.
+# AWS's mixed two-instance request (decision 31), verbatim.
 SPEC_REQUEST = (b'{"instances": [{"features": [3.0, 0.1, 0.04, 0.002]}, '
                 b'{"data": {"features": {"values": [-3, -1, -4, 2]}}}]}')
 SPEC_ROWS = np.array([[3.0, 0.1, 0.04, 0.002], [-3, -1, -4, 2]], np.float32)
@@ -33,7 +33,7 @@ def test_media_types():
     assert MEDIA_TYPES == ("application/json", "application/jsonlines")
 
 
-# --- requests: the spec's forms ----------------------------------------------------------
+# --- requests: decision 31's forms -------------------------------------------------------
 
 
 @pytest.mark.parametrize("feature_dim", [None, 4])

@@ -1,4 +1,4 @@
-"""Tests for openknn.formats.recordio: spec 4.5 vectors, the protobuf runtime and the SDK's
+"""Tests for openknn.formats.recordio: decision 33's vectors, the protobuf runtime and the SDK's
 writers as references, dmlc multi-part records, every error, and fast path == general path."""
 
 from __future__ import annotations
@@ -34,7 +34,8 @@ from openknn.formats.recordio import (
 
 
 def _runtime_record_class() -> Any:
-    """Spec 4.2's schema built with descriptor_pb2 here, independently of the module's own."""
+    """The Record schema (decision 33) built with descriptor_pb2 here, independently of the
+    module's own."""
     fdp = descriptor_pb2.FieldDescriptorProto
     schema = descriptor_pb2.FileDescriptorProto(
         name="test_aialgs.proto", package="aialgs.data", syntax="proto2")
@@ -174,7 +175,7 @@ def _hand_record(rows: np.ndarray, labels: np.ndarray | None) -> bytes:
     return out
 
 
-# ---------------------------------------------------------------- spec 4.5 vectors
+# ---------------------------------------------------------------- decision 33 vectors
 
 V1 = ("0a23d7ce34000000" "0a1e0a0676616c756573121412120a100000c03f00008041000060410000b841"
       "12120a0676616c756573120812060a0400008040")

@@ -1,4 +1,4 @@
-"""The SDK's RecordIO helpers against spec 4.5's test vectors, and the serializers'
+"""The SDK's RecordIO helpers against decision 33's test vectors, and the serializers'
 SageMaker behaviour."""
 
 from __future__ import annotations
