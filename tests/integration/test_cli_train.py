@@ -1,5 +1,9 @@
 """`openknn train` end to end as a user runs it: outputs, log lines, container mode, and every
-bad input giving one clear line and a non-zero exit, never a traceback or a model."""
+bad input giving one clear line and a non-zero exit, never a traceback or a model.
+
+The command runs in this process (``cli_helpers.openknn``, click's CliRunner) except where the
+point is the process: SIGTERM, kill -9, a lock held by another process, the umask, and the
+``python -m openknn`` entry itself (``openknn_process``)."""
 
 from __future__ import annotations
 
@@ -17,6 +21,7 @@ from openknn.core import gpu
 from openknn.formats import recordio
 
 from ..conftest import write_csv
+from .cli_helpers import Ran, openknn
 
 HP = ["--hp", "feature_dim=4", "--hp", "k=3", "--hp", "sample_size=100",
       "--hp", "predictor_type=classifier"]
@@ -25,10 +30,11 @@ X = RNG.standard_normal((60, 4)).astype(np.float32).astype(np.float64)  # exact 
 Y = (X[:, 0] > 0).astype(np.float64)
 
 
-def openknn(*args: str, cwd: Path | None = None) -> subprocess.CompletedProcess[str]:
+def openknn_process(*args: str) -> subprocess.CompletedProcess[str]:
+    """``python -m openknn ARGS`` in a process of its own."""
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}
     return subprocess.run([sys.executable, "-m", "openknn", *args], capture_output=True,
-                          text=True, cwd=cwd, env=env, timeout=120)
+                          text=True, env=env, timeout=120)
 
 
 def pbr(path: Path, x: np.ndarray, y: np.ndarray | None) -> Path:
@@ -38,7 +44,7 @@ def pbr(path: Path, x: np.ndarray, y: np.ndarray | None) -> Path:
     return path
 
 
-def assert_clean_failure(result: subprocess.CompletedProcess[str], out: Path,
+def assert_clean_failure(result: Ran | subprocess.CompletedProcess[str], out: Path,
                          pattern: str) -> None:
     assert result.returncode == 1, result.stderr
     assert "Traceback" not in result.stderr
@@ -56,10 +62,12 @@ def test_train_csv_and_recordio_give_the_same_model(tmp_path: Path) -> None:
     pbr(tmp_path / "pbr" / "train" / "a.pbr", X, Y)
     pbr(tmp_path / "pbr" / "test" / "a.pbr", X[:20], Y[:20])
     outs = []
-    for kind in ("csv", "pbr"):
+    # CSV as its own process (the ``python -m openknn`` entry), RecordIO in this one: the
+    # same log lines and the same bytes either way
+    for kind, run in (("csv", openknn_process), ("pbr", openknn)):
         out = tmp_path / f"out-{kind}"
-        r = openknn("train", "--train", str(tmp_path / kind / "train"),
-                    "--test", str(tmp_path / kind / "test"), *HP, "--output-dir", str(out))
+        r = run("train", "--train", str(tmp_path / kind / "train"),
+                "--test", str(tmp_path / kind / "test"), *HP, "--output-dir", str(out))
         assert r.returncode == 0, r.stderr
         assert "#test_score (algo-1) : ('accuracy', 1.0)" in r.stderr
         assert "#quality_metric: host=algo-1, test accuracy <score>=1.0" in r.stderr
@@ -283,8 +291,9 @@ def test_a_second_job_on_one_output_dir_fails_at_once(tmp_path: Path) -> None:
     first.start()
     try:
         assert running.wait(60)
-        t0 = time.monotonic()
-        r = openknn("train", "--train", str(tmp_path / "train"), *HP, "--output-dir", str(out))
+        t0 = time.monotonic()  # the second job is another process: flock across processes
+        r = openknn_process("train", "--train", str(tmp_path / "train"), *HP,
+                            "--output-dir", str(out))
         assert_clean_failure(r, out, rf"Output location {out} is in use: another openknn job "
                                      "is writing there now; wait for it to finish")
         assert "Adding" not in r.stderr and time.monotonic() - t0 < 30  # before any reading
@@ -304,8 +313,8 @@ def test_a_second_container_job_on_one_root_writes_nothing(tmp_path: Path) -> No
     (root / "input" / "config" / "hyperparameters.json").write_text(json.dumps(
         {"feature_dim": "4", "k": "3", "sample_size": "100", "predictor_type": "classifier"}))
     write_csv(root / "input" / "data" / "train" / "train.csv", X, Y)
-    with artifact.hold_output(root):  # a first job on this root, running
-        r = openknn("train", "--sm-root", str(root))
+    with artifact.hold_output(root):  # a first job on this root, running (this process)
+        r = openknn_process("train", "--sm-root", str(root))
     assert r.returncode == 1 and "Traceback" not in r.stderr
     assert r.stderr.strip().splitlines()[-1].startswith(
         f"ClientError: Output location {root} is in use")
@@ -323,10 +332,14 @@ def test_a_second_container_job_on_one_root_writes_nothing(tmp_path: Path) -> No
 def test_outputs_honour_the_umask(tmp_path: Path, umask: int, mode: int) -> None:
     write_csv(tmp_path / "train" / "a.csv", X, Y)
     out = tmp_path / "out"
-    r = subprocess.run([sys.executable, "-m", "openknn", "train", "--train",
-                        str(tmp_path / "train"), *HP, "--output-dir", str(out)],
-                       capture_output=True, text=True, timeout=120,
-                       preexec_fn=lambda: os.umask(umask))
+    # the child inherits the umask: no preexec_fn (Python code in a forked child of a
+    # process where faiss's OpenMP threads have run)
+    old = os.umask(umask)
+    try:
+        r = openknn_process("train", "--train", str(tmp_path / "train"), *HP,
+                            "--output-dir", str(out))
+    finally:
+        os.umask(old)
     assert r.returncode == 0, r.stderr
     assert {p.name: p.stat().st_mode & 0o777 for p in out.iterdir()} == {
         "model.tar.gz": mode, "metrics.json": mode}

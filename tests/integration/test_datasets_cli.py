@@ -1,13 +1,12 @@
 """`openknn datasets` end to end as a user runs it: the tutorial's covtype channels feed
-`openknn train` to the benchmark's accuracy, and every failure is one ClientError line."""
+`openknn train` to the benchmark's accuracy, and every failure is one ClientError line.
+The commands run in this process (click's CliRunner, ``cli_helpers``)."""
 
 from __future__ import annotations
 
 import gzip
 import json
-import os
 import socket
-import subprocess
 import sys
 from pathlib import Path
 
@@ -17,20 +16,14 @@ import pytest
 from openknn.formats import recordio
 
 from ..conftest import shared_file
+from .cli_helpers import Ran, openknn
 
 BENCHMARKS = Path(__file__).resolve().parents[2] / "benchmarks"
 KAGGLE = ("covtype", "kaggle-forest-cover-type-prediction_train.csv.gz")
 CHANNELS = ("train/recordio", "test/recordio", "train/csv", "test/csv")
 
 
-def openknn(*args: str, env: dict[str, str] | None = None,
-            cwd: Path | None = None) -> subprocess.CompletedProcess[str]:
-    full = {**os.environ, "PYTHONUNBUFFERED": "1", **(env or {})}
-    return subprocess.run([sys.executable, "-m", "openknn", *args], capture_output=True,
-                          text=True, env=full, cwd=cwd, timeout=300)
-
-
-def one_client_error(result: subprocess.CompletedProcess[str]) -> str:
+def one_client_error(result: Ran) -> str:
     assert result.returncode == 1, result.stderr
     assert "Traceback" not in result.stderr
     lines = result.stderr.strip().splitlines()

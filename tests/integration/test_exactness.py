@@ -8,24 +8,27 @@ a request is the same alone and inside a batch with other traffic."""
 from __future__ import annotations
 
 import asyncio
-import os
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import faiss
 import httpx
 import numpy as np
 import pytest
+from scipy.spatial import distance
 
-from openknn.core import hyperparameters
+from openknn.core import gpu, hyperparameters
+from openknn.core import index as faiss_index
 from openknn.core.model import KnnModel
 from openknn.core.search import search
 from openknn.formats import csv as csv_format
 from openknn.jobs import artifact, datasets, training
 from openknn.jobs.data import Channel
-from openknn.serving import process
+from openknn.serving.app import create_app
+from openknn.settings import ServingSettings
 
-from ..conftest import SHARED_DATA, write_csv
+from ..conftest import SHARED_DATA, AppClient, write_csv
 
 K = 10
 BATCHES = (1, 16, 581, 4096)
@@ -81,12 +84,19 @@ def true_distances(train32: np.ndarray, queries32: np.ndarray, ids: np.ndarray) 
 
 
 def brute_force(train32: np.ndarray, queries32: np.ndarray) -> np.ndarray:
-    """float64 brute force: each query's exact k-th nearest distance."""
-    a, out = train32.astype(np.float64), []
-    for chunk in np.array_split(queries32.astype(np.float64), 16):
-        d2 = ((chunk[:, None, :] - a[None, :, :]) ** 2).sum(-1)
-        out.append(np.sqrt(np.sort(d2, axis=1)[:, K - 1]))
-    return np.concatenate(out)
+    """float64 brute force: each query's exact k-th nearest distance. scipy's ``cdist``
+    sums squared direct differences in float64 (never the expanded ‖x‖² + ‖y‖² − 2x·y),
+    by chunks of queries on two threads (it releases the GIL); ``np.partition`` picks the
+    k-th smallest without sorting each row."""
+    a = train32.astype(np.float64)
+
+    def kth(chunk: np.ndarray) -> np.ndarray:
+        d2 = distance.cdist(chunk, a, "sqeuclidean")
+        return np.sqrt(np.partition(d2, K - 1, axis=1)[:, K - 1])
+
+    chunks = np.array_split(queries32.astype(np.float64), 32)
+    with ThreadPoolExecutor(2) as pool:
+        return np.concatenate(list(pool.map(kth, chunks)))
 
 
 def answer(model: KnnModel, queries: np.ndarray, batch: int) -> tuple[np.ndarray, np.ndarray]:
@@ -193,50 +203,50 @@ def test_training_job_test_mse_equals_scikit_learn_on_raw_features(tmp_path: Pat
 # ------------------------------------------------------------------ the endpoint, under load
 
 @pytest.fixture(scope="module")
-def covtype_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, bytes]]:
+def covtype_endpoint(tmp_path_factory: pytest.TempPathFactory,
+                     ) -> Iterator[tuple[AppClient, bytes]]:
+    """The endpoint's app in process (``conftest.AppClient``), as ``openknn serve MODEL
+    --threads 2`` runs it with ``OPENKNN_BATCH_WINDOW_MS=20``: the model read back from its
+    model.tar.gz, a GPU copy attached where ``--gpus``' default finds one."""
     train, labels, queries = covtype_scaled()
     path = tmp_path_factory.mktemp("exact") / "model.tar.gz"
     artifact.write_model_tar(flat_model(train, labels), path)
-    port = process.free_port()
-    log = path.parent / "serve.log"
-    proc = process.start([str(path), "--threads", "2"], port, log,
-                         env={**os.environ, "OPENKNN_BATCH_WINDOW_MS": "20"})
-    url = f"http://127.0.0.1:{port}"
+    settings = ServingSettings(threads=2, batch_window_ms=20)
+    model = artifact.load(path)
+    model.searcher = gpu.attach(model.index, model.meta.index_type, settings.gpus)
+    configured = faiss_index._configured[0]  # the app's startup sets faiss's threads
     try:
-        process.wait_ready(url, proc, log)
-        yield url, csv_format.encode_csv(queries[:581].astype(np.float32))
+        with AppClient(create_app(model, settings), timeout_s=120) as client:
+            yield client, csv_format.encode_csv(queries[:581].astype(np.float32))
     finally:
-        process.stop(proc)
+        faiss_index._configured[0] = configured
 
 
 VERBOSE = {"Content-Type": "text/csv", "Accept": "application/json; verbose=true"}
 
 
 def test_a_request_answers_the_same_alone_and_inside_a_batch(
-        covtype_server: tuple[str, bytes]) -> None:
-    url, body = covtype_server
-    with httpx.Client(base_url=url, trust_env=False, timeout=120) as client:
-        alone = client.post("/invocations", content=body, headers=VERBOSE)
-        assert alone.status_code == 200
-        before = client.get("/metrics").text
+        covtype_endpoint: tuple[AppClient, bytes]) -> None:
+    client, body = covtype_endpoint
+    alone = client.post("/invocations", content=body, headers=VERBOSE)
+    assert alone.status_code == 200
+    before = client.get("/metrics").text
 
-    async def under_load() -> list[httpx.Response]:
+    async def under_load(client: httpx.AsyncClient) -> list[httpx.Response]:
         rows = body.split(b"\n")
-        async with httpx.AsyncClient(base_url=url, trust_env=False, timeout=120) as client:
-            others = [client.post("/invocations", content=rows[i % 500] + b"\n",
-                                  headers=VERBOSE) for i in range(40)]
-            others += [client.post("/invocations", content=b"\n".join(rows[i:i + 16]),
-                                   headers=VERBOSE) for i in range(0, 160, 16)]
-            mine = [client.post("/invocations", content=body, headers=VERBOSE)
-                    for _ in range(3)]
-            return list(await asyncio.gather(*others[:25], *mine, *others[25:]))
+        others = [client.post("/invocations", content=rows[i % 500] + b"\n",
+                              headers=VERBOSE) for i in range(40)]
+        others += [client.post("/invocations", content=b"\n".join(rows[i:i + 16]),
+                               headers=VERBOSE) for i in range(0, 160, 16)]
+        mine = [client.post("/invocations", content=body, headers=VERBOSE)
+                for _ in range(3)]
+        return list(await asyncio.gather(*others[:25], *mine, *others[25:]))
 
-    responses = asyncio.run(under_load())
+    responses = client.run(under_load)
     assert all(r.status_code == 200 for r in responses)
     mine = responses[25:28]
     assert all(r.content == alone.content for r in mine)
-    with httpx.Client(base_url=url, trust_env=False) as client:
-        after = client.get("/metrics").text
+    after = client.get("/metrics").text
     count = lambda text: float(next(line.rsplit(" ", 1)[1] for line in text.splitlines()
                                     if line.startswith("openknn_batch_rows_count")))
     total = lambda text: float(next(line.rsplit(" ", 1)[1] for line in text.splitlines()

@@ -1,11 +1,14 @@
 """`openknn invoke` writes nothing to stderr but its answer's errors: no deprecation warning
-(it used Starlette's TestClient, which warns on every run), even with every warning shown."""
+(it used Starlette's TestClient, which warns on every run), even with every warning shown.
+Real processes (``PYTHONWARNINGS`` and import-time warnings are a process's own), the two run
+side by side."""
 
 from __future__ import annotations
 
 import os
 import subprocess
 import sys
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 from openknn.jobs import artifact
@@ -22,10 +25,11 @@ def invoke(model: Path, body: str) -> subprocess.CompletedProcess[str]:
 def test_invoke_prints_no_warning(tmp_path: Path) -> None:
     model = tmp_path / "model.tar.gz"
     artifact.write_model_tar(make_model(), model)
-    ok = invoke(model, "0.1,0.2,0.3,0.4,0.5,0.6\n")
+    with ThreadPoolExecutor(2) as pool:
+        ok, bad = pool.map(lambda body: invoke(model, body),
+                           ["0.1,0.2,0.3,0.4,0.5,0.6\n", "1,2,3"])
     assert ok.returncode == 0 and ok.stdout.startswith('{"predictions":')
     assert ok.stderr == ""
-    bad = invoke(model, "1,2,3")
     assert bad.returncode == 1
     assert bad.stderr.strip().splitlines() == [bad.stderr.strip()]  # one line: the error
     assert bad.stderr.startswith("ClientError: HTTP 400:")

@@ -3,10 +3,7 @@ accuracy and latency and leaves no endpoint process behind."""
 
 from __future__ import annotations
 
-import os
 import re
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
@@ -14,12 +11,13 @@ import pytest
 from openknn.sdk import list_endpoints
 
 from ..conftest import shared_file
+from .cli_helpers import openknn
 
 
 def quickstart(tmp_path: Path, *args: str, **env: str) -> str:
-    r = subprocess.run([sys.executable, "-m", "openknn", "quickstart", "--workdir",
-                        str(tmp_path / "qs"), *args], capture_output=True, text=True,
-                       timeout=600, env={**os.environ, **env})
+    """``openknn quickstart`` in this process (click's CliRunner); its training job and its
+    endpoint are processes of their own, as in a user's run."""
+    r = openknn("quickstart", "--workdir", str(tmp_path / "qs"), *args, env=env)
     assert r.returncode == 0, r.stderr[-2000:]
     return r.stdout
 

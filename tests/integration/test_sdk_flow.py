@@ -1,9 +1,12 @@
 """The SDK flow with real processes on loopback: record_set → fit → deploy → predict in every
 serializer pair → delete_endpoint, the generic Estimator path, the endpoint registry, and
-bad use failing early and clearly."""
+bad use failing early and clearly. Training jobs and endpoints are processes, as the SDK
+starts them; `openknn endpoints` runs in this process (click's CliRunner)."""
 
 from __future__ import annotations
 
+import contextlib
+import ctypes
 import json
 import os
 import socket
@@ -37,6 +40,7 @@ from openknn.sdk import (
 from openknn.sdk import endpoints as registry
 
 from ..conftest import write_csv
+from .cli_helpers import openknn
 
 sklearn = pytest.importorskip("sklearn")
 from sklearn.datasets import load_digits  # noqa: E402
@@ -44,6 +48,7 @@ from sklearn.datasets import load_digits  # noqa: E402
 X, Y = load_digits(return_X_y=True)
 X, Y = X.astype(np.float32), Y.astype(np.float32)
 TRAIN, TEST = slice(0, 1500), slice(1500, None)
+PR_SET_CHILD_SUBREAPER = 36  # linux/prctl.h
 
 
 @pytest.fixture(autouse=True)
@@ -52,6 +57,40 @@ def home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Path]:
     yield tmp_path
     for info in list_endpoints():  # never leave a server behind, even when a test fails
         registry.delete(info.name)
+
+
+@pytest.fixture(scope="module")
+def small_model(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A Flat model of 300 digits (k=3) as model.tar.gz, written once for the module."""
+    from openknn.core import index as fi
+    from openknn.core.model import KnnModel, ModelMeta
+
+    meta = ModelMeta(k=3, predictor_type="classifier", feature_dim=64, index_dim=64,
+                     num_points=300)
+    tar = tmp_path_factory.mktemp("small") / "model.tar.gz"
+    artifact.write_model_tar(KnnModel(meta, fi.build(X[:300], 3, fi.IndexConfig()), Y[:300]),
+                             tar)
+    return tar
+
+
+@contextlib.contextmanager
+def adopting_orphans() -> Iterator[None]:
+    """This process as the child subreaper (Linux ``prctl``): a descendant orphaned meanwhile
+    is re-parented here rather than to init, so the moment it exits is seen here (``reap``)
+    instead of whenever init reaps it (seconds, under some container inits)."""
+    libc = ctypes.CDLL(None, use_errno=True) if sys.platform == "linux" else None
+    adopted = libc is not None and libc.prctl(PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0) == 0
+    try:
+        yield
+    finally:
+        if adopted:
+            libc.prctl(PR_SET_CHILD_SUBREAPER, 0, 0, 0, 0)  # type: ignore[union-attr]
+
+
+def reap(pid: int) -> None:
+    """Collect ``pid``'s exit status if it is (now) this process's child and has exited."""
+    with contextlib.suppress(ChildProcessError):
+        os.waitpid(pid, os.WNOHANG)
 
 
 def port_closed(port: int) -> bool:
@@ -136,13 +175,10 @@ def test_generic_estimator_with_csv_channels(tmp_path: Path) -> None:
         assert cmdline[cmdline.index(b"--gpus") + 1] == b"0"
         got = predicted(predictor.predict(X[TEST][:20]))
         np.testing.assert_array_equal(got, artifact.load(est.model_data).predict(X[TEST][:20]))
-        r = subprocess.run([sys.executable, "-m", "openknn", "endpoints", "list"],
-                           capture_output=True, text=True, timeout=60)
+        r = openknn("endpoints", "list")
         assert predictor.endpoint_name in r.stdout
     finally:
-        r = subprocess.run([sys.executable, "-m", "openknn", "endpoints", "delete",
-                            predictor.endpoint_name], capture_output=True, text=True,
-                           timeout=60)
+        r = openknn("endpoints", "delete", predictor.endpoint_name)
     assert r.returncode == 0 and list_endpoints() == []
 
 
@@ -166,37 +202,29 @@ def test_bad_use_fails_early(tmp_path: Path) -> None:
         est.fit({"train": str(tmp_path / "train")}, logs=False)
 
 
-def test_endpoint_does_not_outlive_a_crashed_owner(tmp_path: Path) -> None:
-    knn = KNN(k=3, sample_size=1000, predictor_type="classifier",
-              output_path=str(tmp_path / "out"), data_location=str(tmp_path / "data"))
-    knn.fit(knn.record_set(X[:300], Y[:300]), logs=False)
+def test_endpoint_does_not_outlive_a_crashed_owner(small_model: Path) -> None:
     script = ("import os, sys\n"
               "from openknn.sdk import KNNModel\n"
               "p = KNNModel(sys.argv[1]).deploy(1, 'local', endpoint_name='orphan')\n"
               "print(p.endpoint_name, flush=True)\n"
               "os._exit(1)  # a crash: no delete_endpoint\n")
-    r = subprocess.run([sys.executable, "-c", script, knn.model_data], capture_output=True,
-                       text=True, timeout=120, env=os.environ.copy())
-    assert r.stdout.strip() == "orphan", r.stderr
-    entry = Path(os.environ["OPENKNN_HOME"]) / "endpoints" / "orphan.json"
-    assert entry.exists()
-    pid = registry._read(entry).pid  # type: ignore[union-attr]
-    deadline = time.monotonic() + 15
-    while registry.pid_alive(pid) and time.monotonic() < deadline:
-        time.sleep(0.1)
+    with adopting_orphans():  # the orphaned endpoint's exit is seen here, not init's reaping
+        r = subprocess.run([sys.executable, "-c", script, str(small_model)],
+                           capture_output=True, text=True, timeout=120, env=os.environ.copy())
+        assert r.stdout.strip() == "orphan", r.stderr
+        entry = Path(os.environ["OPENKNN_HOME"]) / "endpoints" / "orphan.json"
+        assert entry.exists()
+        pid = registry._read(entry).pid  # type: ignore[union-attr]
+        deadline = time.monotonic() + 15
+        while registry.pid_alive(pid) and time.monotonic() < deadline:
+            reap(pid)
+            time.sleep(0.02)
     assert not registry.pid_alive(pid)  # the server noticed its owner was gone and exited
     assert list_endpoints() == [] and not entry.exists()  # the stale entry is cleaned
 
 
-def test_deploy_names_are_sagemaker_names_and_unique(tmp_path: Path) -> None:
-    from openknn.core import index as fi
-    from openknn.core.model import KnnModel, ModelMeta
-
-    meta = ModelMeta(k=3, predictor_type="classifier", feature_dim=64, index_dim=64,
-                     num_points=300)
-    tar = tmp_path / "model.tar.gz"
-    artifact.write_model_tar(KnnModel(meta, fi.build(X[:300], 3, fi.IndexConfig()), Y[:300]),
-                             tar)
+def test_deploy_names_are_sagemaker_names_and_unique(small_model: Path) -> None:
+    tar = small_model
     home = Path(os.environ["OPENKNN_HOME"])
     with pytest.raises(ClientError,
                        match=r"Value '\.\./\.\./x' at 'endpointName' failed to satisfy"):

@@ -50,7 +50,7 @@ def test_digits_classifier_equals_sklearn_brute(tmp_path: Path, k: int) -> None:
     np.testing.assert_array_equal(ours, ref.predict(xt))
     # The neighbours equal scikit-learn's (as multisets: scikit-learn orders equal distances
     # arbitrarily) except where the k-th distance ties the next one, where openknn keeps the
-    # smaller ids (decision 2's determinism).
+    # smaller ids (decision 1's tie order).
     ref_dist, ref_ids = ref.kneighbors(xt, n_neighbors=k + 1)
     dist, neighbor_labels = model.neighbors(xt)
     np.testing.assert_allclose(dist, ref_dist[:, :k], rtol=1e-5, atol=1e-4)

@@ -1,10 +1,9 @@
 """Batch transform and in-process invoke: the same answers as the endpoint's core, every
-split type and batch strategy, no half-written output, clear errors."""
+split type and batch strategy, no half-written output, clear errors. The commands run in this
+process (click's CliRunner, ``cli_helpers``); test_invoke_warnings runs invoke as a process."""
 
 from __future__ import annotations
 
-import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -17,6 +16,7 @@ from openknn.formats import recordio
 from openknn.jobs import artifact
 from openknn.serving import transform
 
+from .cli_helpers import openknn
 from .test_serving_http import QUERIES, make_model
 
 ROWS = np.random.default_rng(3).standard_normal((500, 6)).astype(np.float32)
@@ -98,22 +98,18 @@ def test_spec_errors(tmp_path: Path) -> None:
 def test_cli_transform_and_invoke(tmp_path: Path, model_path: Path) -> None:
     (tmp_path / "in").mkdir()
     (tmp_path / "in" / "a.jsonl").write_bytes(jsonl(ROWS))
-    r = subprocess.run([sys.executable, "-m", "openknn", "transform", str(model_path),
-                        "--input", str(tmp_path / "in"), "--output", str(tmp_path / "out")],
-                       capture_output=True, text=True, timeout=120)
+    r = openknn("transform", str(model_path), "--input", str(tmp_path / "in"),
+                "--output", str(tmp_path / "out"))
     assert r.returncode == 0, r.stderr
     np.testing.assert_array_equal(predictions_of(tmp_path / "out" / "a.jsonl.out"),
                                   make_model().predict(ROWS))
-    r = subprocess.run([sys.executable, "-m", "openknn", "invoke", str(model_path),
-                        "--content-type", "application/jsonlines",
-                        "--accept", "application/jsonlines; verbose=true"],
-                       input=jsonl(QUERIES), capture_output=True, timeout=120)
+    r = openknn("invoke", str(model_path), "--content-type", "application/jsonlines",
+                "--accept", "application/jsonlines; verbose=true", input=jsonl(QUERIES))
     assert r.returncode == 0, r.stderr
-    got = json_format.parse_predictions_jsonlines(r.stdout)
+    got = json_format.parse_predictions_jsonlines(r.stdout_bytes)
     distances, labels = make_model().neighbors(QUERIES)
     np.testing.assert_array_equal(got["predicted_label"], make_model().predict(QUERIES))
     np.testing.assert_array_equal(got["labels"], labels)
-    r = subprocess.run([sys.executable, "-m", "openknn", "invoke", str(model_path)],
-                       input="1,2,3", capture_output=True, text=True, timeout=120)
+    r = openknn("invoke", str(model_path), input="1,2,3")
     assert r.returncode == 1 and "Traceback" not in r.stderr
     assert r.stderr.strip().splitlines()[-1].startswith("ClientError: HTTP 400:")

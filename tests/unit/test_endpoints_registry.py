@@ -28,6 +28,8 @@ from openknn.sdk import CSVSerializer, JSONDeserializer, Predictor
 from openknn.sdk import endpoints as registry
 from openknn.serving import process
 
+from ..integration.cli_helpers import openknn
+
 PATTERN = r"\[a-zA-Z0-9\]\(-\*\[a-zA-Z0-9\]\)\{0,62\}"
 EXISTS = r'^Cannot create already existing endpoint "arn:aws:sagemaker:local:000000000000:'
 PROXIES = ("HTTP_PROXY", "HTTPS_PROXY", "ALL_PROXY", "http_proxy", "https_proxy", "all_proxy")
@@ -83,8 +85,18 @@ def fake_entry(name: str, pid: int, port: int, token: str = "ab" * 32) -> Path:
 
 
 def alive(proc: subprocess.Popen[bytes]) -> bool:
-    time.sleep(0.2)  # a signal, had one been sent, has landed
-    return proc.poll() is None
+    """Running and never signalled. A signal is queued at its target by the time ``kill``
+    returns, so where ``/proc`` shows the process: none pending (``SigPnd`` / ``ShdPnd``),
+    not stopped, not exited. Elsewhere: a pause for a signal, had one been sent, to land."""
+    time.sleep(0.02)
+    status = Path(f"/proc/{proc.pid}/status")
+    try:
+        fields = dict(line.split(":", 1) for line in status.read_text().splitlines())
+    except OSError:
+        time.sleep(0.2)
+        return proc.poll() is None
+    pending = int(fields["SigPnd"], 16) | int(fields["ShdPnd"], 16)
+    return proc.poll() is None and pending == 0 and fields["State"].split()[0] in "RSD"
 
 
 def predict(name: str) -> object:
@@ -132,8 +144,7 @@ def test_path_names_write_nothing_and_signal_nothing(home: Path, model_tar: Path
     for op in (registry.delete, registry.describe):
         with pytest.raises(ClientError, match=PATTERN):
             op("../victim")
-    r = subprocess.run([sys.executable, "-m", "openknn", "endpoints", "delete", "../victim"],
-                       capture_output=True, text=True, timeout=60, env=os.environ.copy())
+    r = openknn("endpoints", "delete", "../victim")
     assert r.returncode == 1 and "must satisfy regular expression pattern" in r.stderr
     assert alive(sleeper) and victim.exists()
     assert sorted(home.parent.parent.rglob("*")) == before  # nothing written anywhere
@@ -151,8 +162,7 @@ def test_a_reused_pid_is_never_signalled(home: Path, sleeper: subprocess.Popen[b
     with pytest.raises(registry.EndpointNotFound, match=r"Could not find endpoint 'reused'"):
         registry.delete("reused")
     assert alive(sleeper) and list(home.glob("reused*")) == []
-    r = subprocess.run([sys.executable, "-m", "openknn", "endpoints", "list"],
-                       capture_output=True, text=True, timeout=60, env=os.environ.copy())
+    r = openknn("endpoints", "list")
     assert r.returncode == 0 and alive(sleeper)
 
 
@@ -173,7 +183,8 @@ def test_without_proc_an_unprovable_pid_is_kept_and_not_signalled(
 def test_without_proc_a_wrong_proof_removes_the_entry_only(
         home: Path, sleeper: subprocess.Popen[bytes], no_proc: None) -> None:
     other = ThreadingHTTPServer(("127.0.0.1", 0), Answer)
-    threading.Thread(target=other.serve_forever, daemon=True).start()
+    threading.Thread(target=other.serve_forever, kwargs={"poll_interval": 0.01},
+                     daemon=True).start()  # shutdown() waits up to one poll interval
     try:
         entry = fake_entry("taken", sleeper.pid, other.server_address[1])
         assert registry.list_endpoints() == []
@@ -209,7 +220,7 @@ def test_a_busy_endpoint_is_not_a_dead_one(model_tar: Path, home: Path,
         assert [i.status for i in registry.list_endpoints()] == ["InService"]
         with monkeypatch.context() as m:  # where only /ping can tell: it times out
             m.setattr(registry, "_started_with", lambda pid, token: None)
-            m.setattr(registry, "PING_TIMEOUT_S", 0.3)
+            m.setattr(registry, "PING_TIMEOUT_S", 0.1)  # stopped: no answer ever comes
             [listed] = registry.list_endpoints()
             assert listed.status == "Unverified"
             with pytest.raises(registry.EndpointExists, match=EXISTS):
@@ -276,7 +287,7 @@ def test_concurrent_creates_across_processes(model_tar: Path, home: Path) -> Non
             p.communicate("", timeout=60)
     deadline = time.monotonic() + 15  # its owner gone, the endpoint ends; its entry goes
     while registry.list_endpoints() and time.monotonic() < deadline:
-        time.sleep(0.2)
+        time.sleep(0.05)
     assert registry.list_endpoints() == [] and list(home.glob("twin*")) == []
 
 
