@@ -19,6 +19,7 @@ import pytest
 
 from openknn.core import gpu
 from openknn.formats import recordio
+from openknn.jobs import outputs
 
 from ..conftest import write_csv
 from .cli_helpers import Ran, openknn
@@ -249,8 +250,8 @@ def test_kill_9_during_the_write_leaves_a_temporary_the_next_job_sweeps(tmp_path
     (out / ".mine.tmp").write_text("a user's file")
     writer = subprocess.Popen(
         [sys.executable, "-c", "import sys, time\nfrom pathlib import Path\n"
-         "from openknn.jobs import artifact\n"
-         "with artifact.atomic_file(Path(sys.argv[1])) as f:\n"
+         "from openknn.jobs import outputs\n"
+         "with outputs.atomic_file(Path(sys.argv[1])) as f:\n"
          "    f.write(b'x' * 4_000_000); f.flush(); print('writing', flush=True); "
          "time.sleep(120)\n", str(out / "model.tar.gz")],
         stdout=subprocess.PIPE, text=True)
@@ -306,14 +307,13 @@ def test_a_second_job_on_one_output_dir_fails_at_once(tmp_path: Path) -> None:
 
 
 def test_a_second_container_job_on_one_root_writes_nothing(tmp_path: Path) -> None:
-    from openknn.jobs import artifact
 
     root = tmp_path / "ml"
     (root / "input" / "config").mkdir(parents=True)
     (root / "input" / "config" / "hyperparameters.json").write_text(json.dumps(
         {"feature_dim": "4", "k": "3", "sample_size": "100", "predictor_type": "classifier"}))
     write_csv(root / "input" / "data" / "train" / "train.csv", X, Y)
-    with artifact.hold_output(root):  # a first job on this root, running (this process)
+    with outputs.hold_output(root):  # a first job on this root, running (this process)
         r = openknn_process("train", "--sm-root", str(root))
     assert r.returncode == 1 and "Traceback" not in r.stderr
     assert r.stderr.strip().splitlines()[-1].startswith(

@@ -10,7 +10,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from openknn.jobs import artifact
+from openknn.jobs import outputs
 from openknn.serving import transform
 
 from .test_serving_http import make_model
@@ -39,8 +39,8 @@ def test_outputs_honour_the_umask(tmp_path: Path, inputs: Path, umask: int,
 
 
 def test_a_second_job_on_one_output_dir_fails_at_once(tmp_path: Path, inputs: Path) -> None:
-    with artifact.hold_output(tmp_path / "out"):
-        with pytest.raises(artifact.OutputInUse, match=r"is in use: another openknn job"):
+    with outputs.hold_output(tmp_path / "out"):
+        with pytest.raises(outputs.OutputInUse, match=r"is in use: another openknn job"):
             transform.run(make_model(), str(inputs), tmp_path / "out",
                           transform.TransformSpec())
         assert list((tmp_path / "out").iterdir()) == []

@@ -7,10 +7,7 @@ import io
 import json
 import os
 import stat
-import subprocess
-import sys
 import tarfile
-import time
 from pathlib import Path
 
 import numpy as np
@@ -20,7 +17,7 @@ from openknn.core import index as fi
 from openknn.core.model import KnnModel, ModelMeta
 from openknn.core.reduction import make_projection
 from openknn.errors import ModelError
-from openknn.jobs import artifact
+from openknn.jobs import artifact, outputs
 
 RNG = np.random.default_rng(1)
 
@@ -159,59 +156,9 @@ def test_written_files_honour_the_umask(tmp_path: Path, umask: int, mode: int) -
     try:
         artifact.write_model_dir(small_model(), tmp_path / "dir")
         artifact.write_model_tar(small_model(), tmp_path / "model.tar.gz")
-        artifact.atomic_write(tmp_path / "metrics.json", b"{}")
+        outputs.atomic_write(tmp_path / "metrics.json", b"{}")
     finally:
         os.umask(old)
     written = [*(tmp_path / "dir").iterdir(), tmp_path / "model.tar.gz", tmp_path / "metrics.json"]
     assert {p.name: stat.S_IMODE(p.stat().st_mode) for p in written} == {
         p.name: mode for p in written}
-
-
-def test_a_failed_atomic_file_leaves_nothing(tmp_path: Path) -> None:
-    with pytest.raises(KeyboardInterrupt), artifact.atomic_file(tmp_path / "x.out") as f:
-        f.write(b"half")
-        raise KeyboardInterrupt
-    assert list(tmp_path.iterdir()) == []
-
-
-def test_sweep_removes_only_stale_temporaries_of_the_targets(tmp_path: Path) -> None:
-    stale = [".model.tar.gz.k3j9x0_a.tmp", ".model_algo-1.0a1b2c3d.tmp",
-             ".metrics.json.zzzzzzzz.tmp"]
-    kept = [".model.tar.gz.abc.tmp",  # not 8 random characters
-            ".notes.txt.0a1b2c3d.tmp",  # not a file this job writes
-            "model.tar.gz.0a1b2c3d.tmp",  # not hidden
-            ".model.tar.gz.0a1b2c3d.tmp.bak", "model.tar.gz", "keep.tmp"]
-    for name in stale + kept:
-        (tmp_path / name).write_bytes(b"x" * 1000)
-    (tmp_path / "target").write_bytes(b"mine")
-    (tmp_path / ".model_algo-1.labels.linklink.tmp").symlink_to(tmp_path / "target")
-    (tmp_path / ".model_algo-1.json.dirdirdi.tmp").mkdir()
-    for path in tmp_path.iterdir():  # all written a minute ago, links and directories too
-        os.utime(path, (time.time() - 60, time.time() - 60), follow_symlinks=False)
-    (tmp_path / ".model.tar.gz.newnewne.tmp").write_bytes(b"a job that started after")
-    before = time.time() - 30
-    targets = {*artifact.MODEL_FILES, "model.tar.gz", "metrics.json"}
-    removed = artifact.sweep_temporaries(tmp_path, targets, before)
-    assert sorted(p.name for p in removed) == sorted(stale)
-    assert sorted(p.name for p in tmp_path.iterdir()) == sorted(
-        [*kept, "target", ".model_algo-1.labels.linklink.tmp", ".model_algo-1.json.dirdirdi.tmp",
-         ".model.tar.gz.newnewne.tmp"])
-    assert artifact.sweep_temporaries(tmp_path / "absent", targets, before) == []
-
-
-def test_one_holder_per_output_location(tmp_path: Path) -> None:
-    out = tmp_path / "out"
-    with artifact.hold_output(out):
-        assert out.is_dir() and list(out.iterdir()) == []  # nothing added to the directory
-        with pytest.raises(artifact.OutputInUse, match=rf"Output location {out} is in use: "
-                                                       r"another openknn job"):
-            with artifact.hold_output(out):
-                pass
-        code = ("import sys; from pathlib import Path; from openknn.jobs import artifact\n"
-                "try:\n    artifact.hold_output(Path(sys.argv[1])).__enter__()\n"
-                "except artifact.OutputInUse as e:\n    print(e); sys.exit(3)\n")
-        r = subprocess.run([sys.executable, "-c", code, str(out)], capture_output=True,
-                           text=True, timeout=60)
-        assert r.returncode == 3 and "is in use" in r.stdout
-    with artifact.hold_output(out):  # released on exit
-        pass

@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import ClientError, DataError
-from . import artifact
+from . import outputs
 from .data import Channel
 from .training import TrainingJobSpec
 
@@ -68,9 +68,9 @@ def write_failure(root: Path, reason: str) -> None:
     """``/opt/ml/output/failure``: its first 1024 characters become the FailureReason. Not
     written while another job holds the root: that job's outcome is not this one's."""
     try:
-        with artifact.hold_output(root):
+        with outputs.hold_output(root):
             out = root / "output"
             out.mkdir(parents=True, exist_ok=True)
-            artifact.atomic_write(out / "failure", reason.encode() + b"\n")
-    except artifact.OutputInUse:
+            outputs.atomic_write(out / "failure", reason.encode() + b"\n")
+    except outputs.OutputInUse:
         log.warning("Not writing %s: another job holds %s", root / "output" / "failure", root)

@@ -22,7 +22,7 @@ import numpy as np
 from ..errors import ChannelError, ClientError, DataError, DownloadError
 from ..settings import CACHE as CACHE_ENV
 from ..settings import COVTYPE_URLS as COVTYPE_URLS_ENV
-from .artifact import atomic_file
+from .outputs import atomic_file
 
 log = logging.getLogger(__name__)
 

@@ -23,7 +23,7 @@ from ..core.model_files import MODEL_FILES, ModelMeta
 from ..core.reduction import Projection, make_projection
 from ..core.sampling import HostSample, KeyedSample, merge, record_ids, worker_sample_size
 from ..errors import ChannelError
-from . import artifact
+from . import artifact, outputs
 from .data import Channel, iter_blocks, require_files
 from .progress import Progress
 from .runner import LocalRunner, Runner
@@ -188,7 +188,7 @@ def write_outputs(spec: TrainingJobSpec, result: TrainingResult) -> None:
     if metrics_dir is not None:
         metrics_dir.mkdir(parents=True, exist_ok=True)
         data = json.dumps(result.metrics, indent=2, sort_keys=True).encode() + b"\n"
-        artifact.atomic_write(metrics_dir / METRICS_FILE, data)
+        outputs.atomic_write(metrics_dir / METRICS_FILE, data)
 
 
 def host_name(rank: int) -> str:
@@ -262,9 +262,9 @@ def claim_outputs(spec: TrainingJobSpec) -> Iterator[None]:
     started = time.time()
     with contextlib.ExitStack() as stack:
         for directory in held:
-            stack.enter_context(artifact.hold_output(directory))
+            stack.enter_context(outputs.hold_output(directory))
         for directory, names in targets.items():
-            artifact.sweep_temporaries(directory, names, started)
+            outputs.sweep_temporaries(directory, names, started)
         yield
 
 

@@ -35,7 +35,7 @@ from pathlib import Path
 import httpx
 
 from ..errors import ClientError
-from ..jobs.artifact import atomic_file
+from ..jobs.outputs import atomic_file
 from ..serving import process
 from ..serving.process import CHALLENGE_HEADER, PID_HEADER, PROOF_HEADER, pid_alive, proof
 from ..settings import ENDPOINT_TOKEN

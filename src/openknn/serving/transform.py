@@ -15,7 +15,7 @@ from ..core.model import KnnModel
 from ..errors import ClientError, DataError, OpenKnnError
 from ..formats.media import JSONLINES, RECORDIO
 from ..formats.recordio import HEADER, MAGIC, MAX_LENGTH
-from ..jobs import artifact
+from ..jobs import outputs
 from ..jobs.progress import Progress
 from ..jobs.storage import list_channel, open_binary
 from .inference import invoke
@@ -129,11 +129,11 @@ def run(model: KnnModel, input_location: str, output_dir: Path, spec: TransformS
     targets = [output_dir / f"{file.name}.out" for file in files]
     written = []
     started = time.time()
-    with artifact.hold_output(output_dir), Progress("transform") as progress:
-        artifact.sweep_temporaries(output_dir, {t.name for t in targets}, started)
+    with outputs.hold_output(output_dir), Progress("transform") as progress:
+        outputs.sweep_temporaries(output_dir, {t.name for t in targets}, started)
         for file, target in zip(files, targets):
             # a failed file leaves no half-written .out (umask honoured, as open() does)
-            with open_binary(file) as stream, artifact.atomic_file(target) as out:
+            with open_binary(file) as stream, outputs.atomic_file(target) as out:
                 transform_file(model, stream, out, spec, file.uri, progress)
             written.append(target)
     log.info("Transformed %d records from %d files in %.1f s", progress.records, len(files),
