@@ -310,6 +310,25 @@ def test_covtype_baseline_is_scikit_learn_on_the_flat_sample(flat: Trained) -> N
     assert base.latency.batch_rows == 8 and base.latency.batch_ms > 0 and base.fit_s >= 0
 
 
+def test_the_baseline_searches_the_points_as_trained_where_the_model_shifts_them() -> None:
+    """covtype's integer columns in the thousands: the model stores its points shifted by the
+    L2 center, and scikit-learn must see them (and the test rows) as given."""
+    x_off, q_off = np.round(X * 100) + 3000, np.round(Q * 100) + 3000
+    hp = hyperparameters.parse({"feature_dim": "5", "k": "10", "sample_size": "500",
+                                "predictor_type": "classifier"})
+    model = training.build_model(x_off, Y, hp)
+    assert model.center is not None and np.all(model.center != 0)
+    flat = Trained(ModelSpec("flat", "faiss.Flat", 500), model, Path("unused"), 0.01, 1000)
+    np.testing.assert_array_equal(measure.sampled_points(model), x_off)
+    data, cfg = Covtype("offset rows", x_off, Y, q_off[:30], QY[:30], q_off), small_cfg()
+    base = measure.covtype_baseline(flat, data, cfg)
+    # integer rows tie: scikit-learn may order equal distances either way, so compare them
+    dist = np.linalg.norm(x_off[base.ids] - data.test_x[:, None, :], axis=2)
+    exact = np.linalg.norm(x_off[exact_ids(x_off, data.test_x, 10)] - data.test_x[:, None, :],
+                           axis=2)
+    np.testing.assert_array_equal(dist, exact)
+
+
 class NoServer:
     """``measure.endpoint`` replaced: each model file named answers in process."""
 

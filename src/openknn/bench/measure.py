@@ -270,11 +270,22 @@ class CovtypeResult:
     gpu_endpoint: Latency | str = NO_GPU
 
 
+def sampled_points(model: KnnModel) -> np.ndarray:
+    """The points a Flat model holds, in the coordinates of the data it was trained on: the
+    index stores them minus the L2 shift (decision 23), which adds back exactly in float32,
+    and padded with zero columns past ``feature_dim``."""
+    if model.projection is not None:
+        raise AlgorithmError("the scikit-learn baseline needs a model without a projection")
+    x = model.index.reconstruct_n(0, model.index.ntotal)
+    if model.center is not None:
+        x = x + model.center.astype(np.float32)
+    return np.ascontiguousarray(x[:, :model.meta.feature_dim])
+
+
 def covtype_baseline(flat: Trained, data: Covtype, cfg: BenchConfig) -> Baseline:
     """scikit-learn's KNeighborsClassifier on exactly the Flat model's sampled points."""
     log.info("covtype: scikit-learn brute force over %s's sample", flat.spec.name)
-    index = flat.model.index
-    x, y = index.reconstruct_n(0, index.ntotal), flat.model.labels
+    x, y = sampled_points(flat.model), flat.model.labels
     test = np.asarray(data.test_x, np.float32)
     with sklearn_threads(cfg.threads):
         clf, fit_s = sklearn_classifier(x, y, cfg.covtype_k)
