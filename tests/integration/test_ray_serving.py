@@ -15,6 +15,7 @@ import pytest
 from openknn.formats import json as json_format
 from openknn.jobs import artifact
 
+from ..conftest import AppClient
 from .test_serving_http import QUERIES, make_model, request_body, start_server, stop
 
 pytestmark = pytest.mark.ray
@@ -67,14 +68,12 @@ def ray_shards() -> Iterator[object]:
     shards.close()
 
 
-def shard_app(shards: object) -> object:
-    from starlette.testclient import TestClient
-
+def shard_app(shards: object) -> AppClient:
     from openknn.serving.app import create_app
 
     model = make_model()
     model.index = shards.index  # type: ignore[attr-defined]
-    return TestClient(create_app(model, health=shards.healthy))  # type: ignore[attr-defined]
+    return AppClient(create_app(model, health=shards.healthy))  # type: ignore[attr-defined]
 
 
 def test_dead_shard_is_restarted_and_answers_again(ray_shards: object) -> None:

@@ -250,7 +250,7 @@ def markdown() -> str:
     lines = [
         "# Hyperparameters",
         "",
-        "Generated from `src/openknn/hyperparameters.py` by "
+        "Generated from `src/openknn/core/hyperparameters.py` by "
         "`openknn hyperparameters --markdown`; do not edit by hand.",
         "",
         "All values may be given as strings (as in SageMaker's `hyperparameters.json`). "

@@ -1,5 +1,7 @@
 """A trained k-NN model in memory: its metadata (``model_algo-1.json``), index, labels and
-projection, and the query path shared by test scoring, the server and the SDK."""
+projection; the query path shared by test scoring, the server and the SDK; and the model's
+bytes, the three files' contents to and from a model (writing, loading and pickling use
+them; ``model_files`` checks each file)."""
 
 from __future__ import annotations
 

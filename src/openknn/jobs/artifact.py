@@ -67,17 +67,18 @@ def write_model_tar(model: KnnModel, path: str | os.PathLike[str]) -> None:
     atomic_write(target, pack(model_bytes(model)))
 
 
-# Loading checks sizes before it reads (issue 10): a member's size comes from its tar header
+# Loading checks sizes before it reads: a member's size comes from its tar header
 # (or the file's stat) and is held against what model_algo-1.json says the model can take
 # (openknn.core.model_files: points x dimension per index type) before a byte of it is read.
 MAX_MEMBERS = 64
 MAX_HEADER_BYTES = 1 << 20  # a pax or GNU long-name header, which tarfile reads whole
 EXPANSION_FLOOR = 64 << 20
 EXPANSION_RATIO = 128
-"""Before model_algo-1.json is read (openknn's archives hold it last), the members may declare
-at most max(EXPANSION_FLOOR, EXPANSION_RATIO x the archive's size) bytes in all. Measured with
-gzip -1: covtype and Fashion-MNIST indexes compress 3-10x, 1 %-dense binary data 76x, zeros
-229x (gzip -9: 1,029x), so a small archive declaring gigabytes is refused from its headers."""
+"""Before model_algo-1.json is read (openknn packs it first; other archives may hold it anywhere),
+the members may declare at most max(EXPANSION_FLOOR, EXPANSION_RATIO x the archive's size) bytes
+in all. Measured with gzip -1: covtype and Fashion-MNIST indexes compress 3-10x, 1 %-dense
+binary data 76x, zeros 229x (gzip -9: 1,029x), so a small archive declaring gigabytes is refused
+from its headers."""
 _EXTENDED_HEADERS = (tarfile.GNUTYPE_LONGNAME, tarfile.GNUTYPE_LONGLINK, tarfile.XHDTYPE,
                      tarfile.XGLTYPE, tarfile.SOLARIS_XHDTYPE)
 _DECOMPRESSION_ERRORS = (tarfile.TarError, OSError, EOFError, zlib.error, lzma.LZMAError)
