@@ -10,7 +10,6 @@ import pytest
 from openknn.errors import DataError
 from openknn.formats import NotQuick
 from openknn.formats.json import (
-    MEDIA_TYPES,
     encode_json,
     encode_jsonlines,
     parse_json,
@@ -27,10 +26,6 @@ SPEC_ROWS = np.array([[3.0, 0.1, 0.04, 0.002], [-3, -1, -4, 2]], np.float32)
 
 def request(*instances: object) -> bytes:
     return orjson.dumps({"instances": list(instances)})
-
-
-def test_media_types():
-    assert MEDIA_TYPES == ("application/json", "application/jsonlines")
 
 
 # --- requests: decision 31's forms -------------------------------------------------------

@@ -14,9 +14,6 @@ import orjson
 
 from ..errors import DataError
 from . import NotQuick
-from .media import JSON, JSONLINES
-
-MEDIA_TYPES = (JSON, JSONLINES)
 
 Matrix = npt.NDArray[np.float32]
 Label = Callable[[int], str]  # the 0-based instance index to "instance 3" / "line 7"
