@@ -17,6 +17,7 @@ import click
 
 from .core import hyperparameters
 from .errors import AlgorithmError, OpenKnnError
+from .jobs.storage import local_location
 
 log = logging.getLogger("openknn")
 
@@ -125,7 +126,7 @@ def train(train: str | None, test: str | None, content_type: str | None,
         return
     types = (train_content_type or content_type, test_content_type or content_type)
     hosts = Hosts(instance_count, distribution, ray_address, runner)
-    _train_local(train, test, types, hps, hp_file, Path(output_dir), threads, hosts)
+    _train_local(train, test, types, hps, hp_file, output_dir, threads, hosts)
 
 
 @dataclass(frozen=True)
@@ -144,7 +145,7 @@ def _terminated(signum: int, frame: object) -> None:
 
 @reports_errors
 def _train_local(train: str | None, test: str | None, types: tuple[str | None, str | None],
-                 hps: tuple[str, ...], hp_file: str | None, output_dir: Path,
+                 hps: tuple[str, ...], hp_file: str | None, output_dir: str,
                  threads: int | None, hosts: Hosts = Hosts()) -> None:
     import json
 
@@ -163,8 +164,9 @@ def _train_local(train: str | None, test: str | None, types: tuple[str | None, s
     raw.update(hyperparameters.parse_assignments(hps))
     if hosts.count < 1:
         raise ClientError(f"--instance-count {hosts.count}: give 1 or more hosts")
+    output = local_location(output_dir, "--output-dir")
     run = functools.partial(training.train, train, test, hyperparameters=raw,
-                            output_dir=output_dir, content_types=types, threads=threads,
+                            output_dir=output, content_types=types, threads=threads,
                             instance_count=hosts.count, distribution=hosts.distribution)
     if hosts.count > 1 and hosts.runner == "ray":
         from .distributed.runner import RayRunner
@@ -176,7 +178,7 @@ def _train_local(train: str | None, test: str | None, types: tuple[str | None, s
             ray_runner.close()
     else:
         result = run()
-    click.echo(f"model: {output_dir / training.MODEL_TAR}")
+    click.echo(f"model: {output / training.MODEL_TAR}")
     for key, value in result.metrics.items():
         if key.startswith("test:"):
             click.echo(f"{key} = {value}")
@@ -251,7 +253,7 @@ def serve(model: str | None, host: str | None, port: int | None,
         max_batch_rows=max_batch_rows, threads=threads,
         gpus=None if gpus is None else serving_settings.parse_gpus(gpus, "--gpus"),
         **limits)  # --max-connections ... --keep-alive-s
-    path = Path(model) if model else server.CONTAINER_MODEL_DIR
+    path = local_location(model, "Model location") if model else server.CONTAINER_MODEL_DIR
     if shards < 1 or replicas < 1:
         raise ClientError(f"--shards {shards} / --replicas {replicas}: give 1 or more")
     if (shards > 1 or replicas > 1) and settings.gpus not in ("auto", 0):
@@ -356,7 +358,8 @@ def transform(model: str, input_location: str, output_dir: str, content_type: st
                                        assemble_with, max_payload_mb)
     loaded = artifact.load(model)
     loaded.searcher = gpu.attach(loaded.index, loaded.meta.index_type, request)
-    for path in transform_job.run(loaded, input_location, Path(output_dir), spec):
+    for path in transform_job.run(loaded, input_location,
+                                  local_location(output_dir, "--output"), spec):
         click.echo(str(path))
 
 
@@ -412,9 +415,10 @@ def datasets_covtype(path: str | None, output: str, cache_dir: str | None,
     """Covertype as the tutorial prepares it: seed 0 shuffle, 90/10 split."""
     from .jobs import datasets
 
+    root = local_location(output, "--output")  # before minutes of download and parsing
     raw = datasets.load_covtype(datasets.covtype_file(path, cache_dir))
     split = datasets.tutorial_split(raw)
-    _report_channels(split, datasets.write_channels(output, split, formats), 54)
+    _report_channels(split, datasets.write_channels(root, split, formats), 54)
 
 
 @datasets_group.command(name="fashion-mnist")
@@ -429,8 +433,9 @@ def datasets_fashion_mnist(path: str | None, output: str, formats: tuple[str, ..
     """Fashion-MNIST's 60,000 / 10,000 split, float32 pixels and labels."""
     from .jobs import datasets
 
+    root = local_location(output, "--output")
     split = datasets.fashion_mnist_split(Path(path) if path else None)
-    _report_channels(split, datasets.write_channels(output, split, formats), 784)
+    _report_channels(split, datasets.write_channels(root, split, formats), 784)
 
 
 @main.group()
@@ -512,5 +517,6 @@ def bench(quick: bool, output: str, covtype_path: str | None, fashion_path: str 
                           *[str(p) for name, value in given if value is not None
                             for p in (name, value)]])
     cfg = bench_config.BenchConfig.make(quick, threads)
-    click.echo(bench_run.run(cfg, Path(output), Path(covtype_path) if covtype_path else None,
-                          Path(fashion_path) if fashion_path else None, command))
+    click.echo(bench_run.run(cfg, local_location(output, "--output"),
+                             Path(covtype_path) if covtype_path else None,
+                             Path(fashion_path) if fashion_path else None, command))

@@ -28,6 +28,7 @@ from ..core.model_files import (
 )
 from ..errors import ModelError
 from .outputs import atomic_write
+from .storage import local_location
 
 log = logging.getLogger(__name__)
 
@@ -185,7 +186,7 @@ def load(path: str | os.PathLike[str]) -> KnnModel:
     """Load a model from a directory or a ``model.tar.gz``; edits of ``k``/``predictor_type``
     in the JSON take effect. A model that cannot answer fails here with a ``ModelError``
     naming the file and the field, before anything larger than the JSON allows is read."""
-    p = Path(path)
+    p = local_location(path, "Model location")
     if not p.exists():
         raise ModelError(f"Model path {str(p)!r} does not exist; give a model directory or "
                          "model.tar.gz")

@@ -23,6 +23,7 @@ from ..errors import ChannelError, ClientError, DataError, DownloadError
 from ..settings import CACHE as CACHE_ENV
 from ..settings import COVTYPE_URLS as COVTYPE_URLS_ENV
 from .outputs import atomic_file
+from .storage import local_location
 
 log = logging.getLogger(__name__)
 
@@ -353,7 +354,8 @@ def write_channels(output: str | os.PathLike[str], split: Split,
     a folder of its own (a channel to pass as ``--train`` / ``--test``). Returns channel
     names like ``"train_recordio"`` mapped to their folders."""
     parts = {"train": (split.train_x, split.train_y), "test": (split.test_x, split.test_y)}
-    files = {f"{part}_{fmt}": _channel_file(Path(output), part, fmt)
+    root = local_location(output, "--output")
+    files = {f"{part}_{fmt}": _channel_file(root, part, fmt)
              for part in parts for fmt in formats}
     for path in files.values():
         _check_only_file(path)

@@ -1,15 +1,19 @@
-"""Where channel data lives: list the files of a location (a local path, ``file://`` or
-``s3://``) and open them as binary streams."""
+"""Where data lives: list the files of a channel location (a local path, ``file://`` or
+``s3://``) and open them as binary streams; and the local path of a location openknn writes
+to or loads a model from (a path or ``file://`` only, for now)."""
 
 from __future__ import annotations
 
 import os
+import re
 from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, Any
 from urllib.parse import unquote, urlparse
 
-from ..errors import ChannelError, MissingExtraError
+from ..errors import ChannelError, ClientError, MissingExtraError
+
+URI = re.compile(r"(?P<scheme>[A-Za-z][A-Za-z0-9+.-]*)://")
 
 
 @dataclass(frozen=True)
@@ -31,6 +35,29 @@ def _local_path(location: str) -> Path | None:
     if parsed.scheme in ("", ) or (len(parsed.scheme) == 1 and os.name == "nt"):
         return Path(location)
     return None
+
+
+def local_location(location: str | os.PathLike[str], what: str) -> Path:
+    """The local path of ``location``, a path or ``file://`` URI, where openknn writes ``what``
+    (an output directory) or reads it (a model). Any other URI fails at once, before
+    anything is written: ``Path("s3://bucket/out")`` is the local directory ``s3:/bucket/out``,
+    and writing there would leave the user believing the model is in S3 (decision 35)."""
+    text = os.fspath(location)
+    uri = URI.match(text)
+    if uri is None:
+        return Path(text)
+    parsed = urlparse(text)
+    if uri["scheme"].lower() == "file" and parsed.netloc in ("", "localhost"):
+        return Path(unquote(parsed.path))
+    if uri["scheme"].lower() == "file":
+        raise ClientError(f"{what} {text!r}: a file:// URI names a path on this machine, not on "
+                          f"host {parsed.netloc!r}; write file:///absolute/path")
+    if uri["scheme"].lower() == "s3":
+        raise ClientError(f"{what} {text!r}: openknn takes this as a local path or file:// URI "
+                          "only (s3:// is not supported here yet); give a local path. Nothing "
+                          "was written")
+    raise ClientError(f"{what} {text!r}: {uri['scheme']}:// is not a scheme openknn reads or "
+                      "writes; give a local path or file:// URI. Nothing was written")
 
 
 def _hidden(path: Path, root: Path) -> bool:

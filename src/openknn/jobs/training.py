@@ -27,7 +27,7 @@ from . import artifact, outputs
 from .data import Channel, iter_blocks, require_files
 from .progress import Progress
 from .runner import LocalRunner, Runner
-from .storage import DataFile
+from .storage import DataFile, local_location
 
 log = logging.getLogger(__name__)
 F = TypeVar("F")
@@ -281,7 +281,8 @@ def train(train: str | os.PathLike[str], test: str | os.PathLike[str] | None = N
     channels = {TRAIN: Channel(TRAIN, os.fspath(train), content_types[0], distribution)}
     if test is not None:
         channels[TEST] = Channel(TEST, os.fspath(test), content_types[1])
-    return run(TrainingJobSpec(hyperparameters, channels, output_dir=Path(output_dir),
+    output = local_location(output_dir, "--output-dir")
+    return run(TrainingJobSpec(hyperparameters, channels, output_dir=output,
                                threads=threads, instance_count=instance_count), runner)
 
 

@@ -19,6 +19,7 @@ import numpy as np
 from ..core import gpu, hyperparameters
 from ..errors import ClientError, DataError, MissingExtraError
 from ..formats import recordio
+from ..jobs.storage import local_location
 from . import endpoints
 from .predictor import KNNPredictor, Predictor
 from .serializers import BaseDeserializer, BaseSerializer
@@ -30,16 +31,6 @@ MANIFEST = ".amazon.manifest"
 
 class UnexpectedStatusException(ClientError):
     """A training job ended Failed (the SDK's exception of the same name)."""
-
-
-def _local(location: str) -> Path:
-    """A local directory from a path or ``file://`` URI (``s3://`` needs a real S3)."""
-    if location.startswith("file://"):
-        return Path(location[len("file://"):])
-    if "://" in location:
-        raise ClientError(f"Location {location!r}: openknn's local SDK writes to local paths "
-                          "or file:// URIs; change the s3:// location to a local directory")
-    return Path(location)
 
 
 def timestamp() -> str:
@@ -192,7 +183,7 @@ class Estimator:
             raise DataError("Must provide train channel.")  # a ValueError, as in the SDK
         hyperparameters.parse(self._hyperparameters)  # fail before any job starts
         name = self._job_name(job_name)
-        out = _local(self.output_path) / name / "output"
+        out = local_location(self.output_path, "output_path") / name / "output"
         out.mkdir(parents=True, exist_ok=True)
         # _num_gpus follows the instance type (ml.p* / ml.g* / local_gpu: a GPU) unless set.
         _write_hyperparameters(out.parent / "hyperparameters.json",
@@ -208,7 +199,7 @@ class Estimator:
         for channel, spec in channels.items():
             if channel not in ("train", "test"):
                 raise ClientError(f"Unknown channel {channel!r}; k-NN reads 'train' and 'test'")
-            location = _local(spec.s3_data)
+            location = local_location(spec.s3_data, "TrainingInput")
             if not location.exists():
                 raise ClientError(f"Channel {channel!r} location {spec.s3_data!r} does not "
                                   "exist; write the data there first or fix the path")
@@ -266,12 +257,13 @@ class Model:
         if initial_instance_count > 1 and importlib.util.find_spec("ray") is None:
             raise MissingExtraError(f"initial_instance_count={initial_instance_count}", "ray",
                                     "ray")
-        if not Path(_local(self.model_data)).exists():
+        model_data = local_location(self.model_data, "model_data")
+        if not model_data.exists():
             raise ClientError(f"model_data {self.model_data!r} does not exist")
         name = endpoint_name or f"knn-{timestamp()}"
         replicas = max(1, initial_instance_count)
         # Ray Serve replicas search on the CPU; one endpoint follows its instance type.
-        endpoints.create(name, str(_local(self.model_data)), replicas=replicas,
+        endpoints.create(name, str(model_data), replicas=replicas,
                          gpus=gpu.for_instance_type(instance_type) if replicas == 1 else None)
         predictor = self.predictor_cls(name)
         if serializer is not None:
@@ -326,7 +318,7 @@ class KNN(Estimator):
             raise ClientError(f"record_set needs a 2-D array, got shape {train.shape}")
         if train.shape[0] < shards:
             raise ClientError("Array length is less than num shards")
-        root = _local(self.data_location) / f"KNN-{timestamp()}"
+        root = local_location(self.data_location, "data_location") / f"KNN-{timestamp()}"
         root.mkdir(parents=True, exist_ok=True)
         names = []
         size = train.shape[0] // shards  # the last shard takes the remainder
