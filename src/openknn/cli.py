@@ -36,6 +36,9 @@ def setup_logging(verbose: bool) -> None:
     # faiss's loader logs each CPU-specific build it could not import; that is not news.
     logging.getLogger("faiss.loader").setLevel(logging.WARNING)
     logging.getLogger("httpx").setLevel(logging.WARNING)  # one line per request otherwise
+    # boto's "Found credentials in environment variables." and the like, for every s3:// read
+    for name in ("botocore", "aiobotocore", "s3fs", "fsspec"):
+        logging.getLogger(name).setLevel(logging.WARNING)
 
 
 def fail(exc: BaseException, failure_file: Callable[[str], None] | None = None) -> None:

@@ -28,7 +28,7 @@ from openknn import cli
 from openknn.core import index as faiss_index
 
 # loggers the CLI sets a level on (setup_logging, bench)
-_LOGGERS = ("", "openknn", "faiss.loader", "httpx")
+_LOGGERS = ("", "openknn", "faiss.loader", "httpx", "botocore", "aiobotocore", "s3fs", "fsspec")
 
 
 @dataclass(frozen=True)

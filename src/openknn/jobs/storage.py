@@ -85,7 +85,45 @@ def _fsspec() -> Any:
     return fsspec
 
 
+def remote_error(exc: Exception, location: str) -> ChannelError | None:
+    """The user's error a remote read failed with, as one line naming ``location`` and the
+    fix (a missing bucket or key, access denied, no credentials, an endpoint that does not
+    answer); None for anything else, which stays openknn's own fault."""
+    bucket = urlparse(location).netloc
+    kind = type(exc).__name__
+    if isinstance(exc, FileNotFoundError) and "bucket" in str(exc).lower():
+        return ChannelError(f"Channel location {location!r}: bucket {bucket!r} does not exist; "
+                            f"create it (aws s3 mb s3://{bucket}) or correct the location")
+    if isinstance(exc, FileNotFoundError):
+        return ChannelError(f"Channel location {location!r} does not exist; give a prefix or "
+                            "object that holds the channel's data")
+    if isinstance(exc, PermissionError):
+        return ChannelError(f"Channel location {location!r}: access denied ({exc}); use "
+                            f"credentials (AWS_PROFILE, AWS_ACCESS_KEY_ID) that may read bucket "
+                            f"{bucket!r}, or renew them if they expired")
+    if kind in ("NoCredentialsError", "PartialCredentialsError"):
+        return ChannelError(f"Channel location {location!r}: no AWS credentials were found "
+                            f"({exc}); set AWS_PROFILE or AWS_ACCESS_KEY_ID and "
+                            "AWS_SECRET_ACCESS_KEY")
+    if kind in ("EndpointConnectionError", "ConnectTimeoutError", "ClientConnectorError") or (
+            isinstance(exc, ConnectionError)):
+        return ChannelError(f"Channel location {location!r}: the S3 endpoint did not answer "
+                            f"({exc}); check AWS_ENDPOINT_URL / AWS_ENDPOINT_URL_S3 and that "
+                            "the server is running")
+    return None
+
+
 def _list_remote(location: str) -> list[DataFile]:
+    try:
+        return _find_remote(location)
+    except Exception as exc:
+        error = remote_error(exc, location)
+        if error is None:
+            raise
+        raise error from None
+
+
+def _find_remote(location: str) -> list[DataFile]:
     fs, root = _fsspec().core.url_to_fs(location)
     protocol = location.split("://", 1)[0]
     if fs.isfile(root):
@@ -115,5 +153,11 @@ def open_binary(file: DataFile) -> IO[bytes]:
             return open(local, "rb")
         except OSError as exc:
             raise ChannelError(f"Cannot open channel file {file.uri!r}: {exc.strerror}") from None
-    result: IO[bytes] = _fsspec().open(file.uri, "rb").open()
+    try:
+        result: IO[bytes] = _fsspec().open(file.uri, "rb").open()
+    except Exception as exc:
+        error = remote_error(exc, file.uri)
+        if error is None:
+            raise
+        raise error from None
     return result

@@ -1,0 +1,105 @@
+"""Channels in S3, read through s3fs exactly as a user configures it (AWS_ENDPOINT_URL and the
+credentials in the environment), against moto's S3 server on 127.0.0.1: the model trained from
+s3:// RecordIO channels is the model trained from the same files on disk, and a missing
+bucket, a missing prefix and an endpoint that does not answer are each one ClientError line
+naming the location and the fix."""
+
+from __future__ import annotations
+
+import io
+import logging
+from collections.abc import Iterator
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from openknn.cli import EXIT_CLIENT
+from openknn.jobs import artifact
+from openknn.sdk import write_numpy_to_dense_tensor
+
+from .cli_helpers import openknn
+
+moto_server = pytest.importorskip("moto.server")
+boto3 = pytest.importorskip("boto3")
+s3fs = pytest.importorskip("s3fs")
+
+RNG = np.random.default_rng(5)
+X = RNG.standard_normal((300, 6)).astype(np.float32)
+Y = (X[:, 0] + X[:, 1] > 0).astype(np.float32)
+HP = ["--hp", "feature_dim=6", "--hp", "k=5", "--hp", "sample_size=250",
+      "--hp", "predictor_type=classifier"]
+CREDENTIALS = {"AWS_ACCESS_KEY_ID": "test", "AWS_SECRET_ACCESS_KEY": "test",
+               "AWS_DEFAULT_REGION": "us-east-1", "AWS_MAX_ATTEMPTS": "1"}
+
+
+@pytest.fixture(scope="module")
+def endpoint() -> Iterator[str]:
+    logging.getLogger("werkzeug").setLevel(logging.ERROR)
+    server = moto_server.ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
+    server.start()
+    host, port = server.get_host_and_port()
+    url = f"http://{host}:{port}"
+    s3 = boto3.client("s3", endpoint_url=url, **{
+        "aws_access_key_id": "test", "aws_secret_access_key": "test",
+        "region_name": "us-east-1"})
+    s3.create_bucket(Bucket="tutorial")
+    for name, rows in (("train", slice(0, 250)), ("test", slice(250, 300))):
+        buf = io.BytesIO()  # the tutorial's upload: the SDK's RecordIO, then upload_fileobj
+        write_numpy_to_dense_tensor(buf, X[rows], Y[rows])
+        buf.seek(0)
+        s3.upload_fileobj(buf, "tutorial", f"knn/{name}/recordio-pb-data")
+    try:
+        yield url
+    finally:
+        server.stop()
+
+
+def env(url: str) -> dict[str, str]:
+    s3fs.S3FileSystem.clear_instance_cache()  # each command reads the environment afresh
+    return {**CREDENTIALS, "AWS_ENDPOINT_URL": url}
+
+
+def test_a_model_trained_from_s3_is_the_model_trained_from_disk(endpoint: str,
+                                                              tmp_path: Path) -> None:
+    ran = openknn("train", "--train", "s3://tutorial/knn/train/", "--test",
+                  "s3://tutorial/knn/test/", "--output-dir", "from-s3", *HP,
+                  env=env(endpoint), cwd=tmp_path)
+    assert ran.returncode == 0, ran.stderr
+    for name, rows in (("train", slice(0, 250)), ("test", slice(250, 300))):
+        (tmp_path / name).mkdir()
+        with open(tmp_path / name / "recordio-pb-data", "wb") as f:
+            write_numpy_to_dense_tensor(f, X[rows], Y[rows])
+    local = openknn("train", "--train", "train", "--test", "test", "--output-dir", "local",
+                    *HP, cwd=tmp_path)
+    assert local.returncode == 0, local.stderr
+    assert "test:accuracy" in ran.stdout and ran.stdout.replace("from-s3", "local") == local.stdout
+    a = artifact.load(tmp_path / "from-s3" / "model.tar.gz")
+    b = artifact.load(tmp_path / "local" / "model.tar.gz")
+    assert artifact.model_bytes(a) == artifact.model_bytes(b)
+
+
+@pytest.mark.parametrize(("train", "message"), [
+    ("s3://no-such-bucket/knn/train/",
+     "Channel location 's3://no-such-bucket/knn/train/': bucket 'no-such-bucket' does not "
+     "exist; create it (aws s3 mb s3://no-such-bucket) or correct the location"),
+    ("s3://tutorial/knn/absent/",
+     "Channel 'train' at 's3://tutorial/knn/absent/' has no data files; put the CSV or "
+     "RecordIO-protobuf files there"),
+])
+def test_a_missing_bucket_or_prefix_is_named(endpoint: str, tmp_path: Path, train: str,
+                                             message: str) -> None:
+    ran = openknn("train", "--train", train, "--output-dir", "out", *HP, env=env(endpoint),
+                  cwd=tmp_path)
+    assert ran.returncode == EXIT_CLIENT and ran.stderr.strip() == f"ClientError: {message}"
+    assert not (tmp_path / "out" / "model.tar.gz").exists()
+
+
+def test_an_endpoint_that_does_not_answer_is_named(tmp_path: Path) -> None:
+    ran = openknn("train", "--train", "s3://tutorial/knn/train/", "--output-dir", "out", *HP,
+                  env=env("http://127.0.0.1:9"), cwd=tmp_path)
+    assert ran.returncode == EXIT_CLIENT
+    assert ran.stderr.startswith("ClientError: Channel location 's3://tutorial/knn/train/': "
+                                 "the S3 endpoint did not answer (")
+    assert ran.stderr.rstrip().endswith("); check AWS_ENDPOINT_URL / AWS_ENDPOINT_URL_S3 and "
+                                        "that the server is running")
