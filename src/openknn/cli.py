@@ -256,7 +256,7 @@ def serve(model: str | None, host: str | None, port: int | None,
         max_batch_rows=max_batch_rows, threads=threads,
         gpus=None if gpus is None else serving_settings.parse_gpus(gpus, "--gpus"),
         **limits)  # --max-connections ... --keep-alive-s
-    path = local_location(model, "Model location") if model else server.CONTAINER_MODEL_DIR
+    path = model or server.CONTAINER_MODEL_DIR  # server.model_location checks it
     if shards < 1 or replicas < 1:
         raise ClientError(f"--shards {shards} / --replicas {replicas}: give 1 or more")
     if (shards > 1 or replicas > 1) and settings.gpus not in ("auto", 0):

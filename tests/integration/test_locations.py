@@ -1,7 +1,8 @@
-"""Every location openknn writes to or loads a model from is a local path or ``file://`` URI
-for now: an ``s3://`` (or any other) URI fails at once with one ClientError line naming it, and
-nothing is written, least of all a local directory named ``s3:`` that the user would take for
-their S3 bucket (``Path("s3://bucket/out")`` is the local path ``s3:/bucket/out``)."""
+"""Every location openknn writes to is a local path or ``file://`` URI for now (models may also
+be read from ``s3://``, tests/integration/test_s3_channels.py): an ``s3://`` output, or any
+other scheme, fails at once with one ClientError line naming it, and nothing is written, least
+of all a local directory named ``s3:`` that the user would take for their S3 bucket
+(``Path("s3://bucket/out")`` is the local path ``s3:/bucket/out``)."""
 
 from __future__ import annotations
 
@@ -63,19 +64,18 @@ def test_every_output_option_refuses_s3_before_any_work(trained: Path,
 
 @pytest.mark.parametrize("command", [("serve",), ("invoke",),
                                      ("transform", "--input", "train", "--output", "t")])
-def test_a_model_location_in_s3_is_refused_not_read_from_a_local_s3_directory(
+def test_a_model_location_of_another_scheme_is_refused_not_read_from_a_local_directory(
         trained: Path, command: tuple[str, ...]) -> None:
-    decoy = trained / "s3:" / "bucket"  # what Path("s3://bucket/...") would have read
+    decoy = trained / "gs:" / "bucket"  # what Path("gs://bucket/...") would have read
     decoy.mkdir(parents=True)
     try:
         (decoy / "model.tar.gz").hardlink_to(trained / "out" / "model.tar.gz")
-        ran = run(command[0], "s3://bucket/model.tar.gz", *command[1:], cwd=trained,
+        ran = run(command[0], "gs://bucket/model.tar.gz", *command[1:], cwd=trained,
                   input=b"0,0,0,0\n")
         assert ran.returncode == EXIT_CLIENT
         assert ran.stderr.strip() == (
-            "ClientError: Model location 's3://bucket/model.tar.gz': openknn takes this as a "
-            "local path or file:// URI only (s3:// is not supported here yet); give a local "
-            "path. Nothing was written")
+            "ClientError: Model location 'gs://bucket/model.tar.gz': gs:// is not a scheme "
+            "openknn reads or writes; give a local path or file:// URI. Nothing was written")
         assert not (trained / "t").exists()
     finally:
         (decoy / "model.tar.gz").unlink()
@@ -97,8 +97,8 @@ def test_other_schemes_and_remote_file_uris_are_refused(trained: Path) -> None:
 def test_the_api_refuses_the_same_and_takes_file_uris(trained: Path, tmp_path: Path) -> None:
     with pytest.raises(openknn.ClientError, match=r"^--output-dir 's3://b/o': "):
         openknn.train(trained / "train", output_dir="s3://b/o", hyperparameters=HP)
-    with pytest.raises(openknn.ClientError, match=r"^Model location 's3://b/m.tar.gz': "):
-        openknn.load_model("s3://b/m.tar.gz")
+    with pytest.raises(openknn.ClientError, match=r"^Model location 'gs://b/m.tar.gz': "):
+        openknn.load_model("gs://b/m.tar.gz")
     openknn.train(trained / "train", output_dir=f"file://{tmp_path}/o", hyperparameters=HP)
     assert openknn.load_model(f"file://{tmp_path}/o/model.tar.gz").meta.k == 3
     sdk = openknn.KNN(role=None, instance_count=1, instance_type="local", k=3,

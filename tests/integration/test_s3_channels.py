@@ -1,8 +1,9 @@
-"""Channels in S3, read through s3fs exactly as a user configures it (AWS_ENDPOINT_URL and the
-credentials in the environment), against moto's S3 server on 127.0.0.1: the model trained from
-s3:// RecordIO channels is the model trained from the same files on disk, and a missing
-bucket, a missing prefix and an endpoint that does not answer are each one ClientError line
-naming the location and the fix."""
+"""Channels and models in S3, read through s3fs exactly as a user configures it
+(AWS_ENDPOINT_URL and the credentials in the environment), against moto's S3 server on
+127.0.0.1: the model trained from s3:// RecordIO channels is the model trained from the same
+files on disk; a model.tar.gz object answers invoke and transform as its local copy does; and
+a missing bucket, prefix or key and an endpoint that does not answer are each one ClientError
+line naming the location and the fix."""
 
 from __future__ import annotations
 
@@ -103,3 +104,38 @@ def test_an_endpoint_that_does_not_answer_is_named(tmp_path: Path) -> None:
                                  "the S3 endpoint did not answer (")
     assert ran.stderr.rstrip().endswith("); check AWS_ENDPOINT_URL / AWS_ENDPOINT_URL_S3 and "
                                         "that the server is running")
+
+
+def test_a_model_in_s3_answers_as_its_local_copy(endpoint: str, tmp_path: Path) -> None:
+    for name, rows in (("train", slice(0, 250)), ("test", slice(250, 300))):
+        (tmp_path / name).mkdir()
+        with open(tmp_path / name / "recordio-pb-data", "wb") as f:
+            write_numpy_to_dense_tensor(f, X[rows], Y[rows])
+    assert openknn("train", "--train", "train", "--output-dir", "out", *HP,
+                   cwd=tmp_path).returncode == 0
+    s3 = boto3.client("s3", endpoint_url=endpoint, aws_access_key_id="test",
+                      aws_secret_access_key="test", region_name="us-east-1")
+    s3.upload_file(str(tmp_path / "out" / "model.tar.gz"), "tutorial", "knn/out/model.tar.gz")
+    rows = "".join(",".join(f"{v:.6g}" for v in row) + "\n" for row in X[250:270])
+    local = openknn("invoke", "out/model.tar.gz", input=rows, cwd=tmp_path)
+    remote = openknn("invoke", "s3://tutorial/knn/out/model.tar.gz", input=rows,
+                     env=env(endpoint), cwd=tmp_path)
+    assert remote.returncode == 0, remote.stderr
+    assert remote.stdout_bytes == local.stdout_bytes and b"predicted_label" in local.stdout_bytes
+    (tmp_path / "in").mkdir()
+    (tmp_path / "in" / "rows.csv").write_text(rows)
+    ran = openknn("transform", "s3://tutorial/knn/out/model.tar.gz", "--input", "in",
+                  "--output", "t", "--content-type", "text/csv", env=env(endpoint),
+                  cwd=tmp_path)
+    assert ran.returncode == 0, ran.stderr
+    assert (tmp_path / "t" / "rows.csv.out").read_bytes().count(b"\n") == 20
+    assert not (tmp_path / "s3:").exists()
+
+
+def test_a_missing_model_object_is_named(endpoint: str, tmp_path: Path) -> None:
+    ran = openknn("invoke", "s3://tutorial/knn/absent/model.tar.gz", input="0,0,0,0,0,0\n",
+                  env=env(endpoint), cwd=tmp_path)
+    assert ran.returncode == EXIT_CLIENT
+    assert ran.stderr.strip() == ("ClientError: Model location "
+                                  "'s3://tutorial/knn/absent/model.tar.gz' does not exist; give "
+                                  "the prefix or object that holds it")

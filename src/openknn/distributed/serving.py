@@ -79,7 +79,7 @@ class RayShards:
             self.ray.shutdown()
 
 
-def sharded_model(path: Path, shards: int, address: str | None = None,
+def sharded_model(path: Path | str, shards: int, address: str | None = None,
                   ) -> tuple[KnnModel, RayShards]:
     """The model with its index replaced by Ray shard actors (labels stay in front)."""
     model = artifact.load(path)
@@ -88,7 +88,7 @@ def sharded_model(path: Path, shards: int, address: str | None = None,
     return model, ray_shards
 
 
-def serve_sharded(path: Path, settings: ServingSettings, shards: int,
+def serve_sharded(path: Path | str, settings: ServingSettings, shards: int,
                   address: str | None = None, owner_pid: int | None = None) -> None:
     """``openknn serve --shards N``: the one-process server, its index in ``shards`` Ray
     actors."""
@@ -96,7 +96,7 @@ def serve_sharded(path: Path, settings: ServingSettings, shards: int,
                  loader=lambda location: sharded_model(location, shards, address))
 
 
-def serve_replicas(path: Path, settings: ServingSettings, replicas: int,
+def serve_replicas(path: Path | str, settings: ServingSettings, replicas: int,
                    address: str | None = None, ready: Callable[[], None] | None = None,
                    stop: threading.Event | None = None, owner_pid: int | None = None) -> None:
     """Serve ``replicas`` copies of the app through Ray Serve's proxy at host:port."""

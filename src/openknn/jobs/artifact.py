@@ -12,6 +12,7 @@ import tarfile
 import zlib
 from collections.abc import Mapping
 from pathlib import Path
+from typing import IO
 
 from ..core.model import KnnModel, from_files, model_bytes
 from ..core.model_files import (
@@ -28,7 +29,7 @@ from ..core.model_files import (
 )
 from ..errors import ModelError
 from .outputs import atomic_write
-from .storage import local_location
+from .storage import is_remote, local_location, open_remote
 
 log = logging.getLogger(__name__)
 
@@ -104,16 +105,16 @@ class _TarReader:
     """One pass over a model.tar.gz's members (``tarfile.next``, never ``getmembers``), each
     member's declared size checked before a byte of it is read; nothing is extracted."""
 
-    def __init__(self, path: Path) -> None:
-        self.path, self.source = path, str(path)
-        self.budget = max(EXPANSION_FLOOR, EXPANSION_RATIO * path.stat().st_size)
+    def __init__(self, source: str, stream: IO[bytes], size: int) -> None:
+        self.source, self.stream, self.size = source, stream, size
+        self.budget = max(EXPANSION_FLOOR, EXPANSION_RATIO * size)
         self.expanded = 0
         self.files: dict[str, bytes] = {}
         self.meta: ModelMeta | None = None
 
     def read(self) -> dict[str, bytes]:
         try:
-            with tarfile.open(self.path, mode="r:*", tarinfo=_BoundedTarInfo) as tar:
+            with tarfile.open(fileobj=self.stream, mode="r:*", tarinfo=_BoundedTarInfo) as tar:
                 for count, member in enumerate(tar, 1):
                     if count > MAX_MEMBERS:
                         raise ModelError(f"{self.source}: more than {MAX_MEMBERS} archive "
@@ -150,14 +151,15 @@ class _TarReader:
                 f"{self.source}: member {name!r} declares {size} bytes, and the archive would "
                 f"expand to {self.expanded} before {META_FILE} bounds it: more than "
                 f"{self.budget} (the larger of {EXPANSION_FLOOR} and {EXPANSION_RATIO}x the "
-                f"archive's {self.path.stat().st_size} bytes). Model files do not compress "
+                f"archive's {self.size} bytes). Model files do not compress "
                 f"like that; if this is a real model, pack it with {META_FILE} first")
 
 
 def _read_tar(path: Path) -> dict[str, bytes]:
     """Read the model members into memory, sizes checked first; nothing is extracted, so no
     path can escape."""
-    return _TarReader(path).read()
+    with open(path, "rb") as stream:
+        return _TarReader(str(path), stream, path.stat().st_size).read()
 
 
 def _read_file(path: Path, limit: int | None, name: str, meta: ModelMeta | None) -> bytes:
@@ -185,7 +187,14 @@ def _read_dir(path: Path) -> dict[str, bytes]:
 def load(path: str | os.PathLike[str]) -> KnnModel:
     """Load a model from a directory or a ``model.tar.gz``; edits of ``k``/``predictor_type``
     in the JSON take effect. A model that cannot answer fails here with a ``ModelError``
-    naming the file and the field, before anything larger than the JSON allows is read."""
+    naming the file and the field, before anything larger than the JSON allows is read.
+    An ``s3://`` URI names a ``model.tar.gz`` object (SageMaker's ModelDataUrl), read in
+    place, never copied to a local path."""
+    if is_remote(path):
+        source = os.fspath(path)
+        stream, size = open_remote(source, "Model location")
+        with stream:
+            return from_files(_TarReader(source, stream, size).read(), source)
     p = local_location(path, "Model location")
     if not p.exists():
         raise ModelError(f"Model path {str(p)!r} does not exist; give a model directory or "

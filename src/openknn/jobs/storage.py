@@ -37,6 +37,27 @@ def _local_path(location: str) -> Path | None:
     return None
 
 
+def is_remote(location: str | os.PathLike[str]) -> bool:
+    """Whether ``location`` is an ``s3://`` URI (read through fsspec, the ``[s3]`` extra)."""
+    uri = URI.match(os.fspath(location))
+    return uri is not None and uri["scheme"].lower() == "s3"
+
+
+def open_remote(location: str, what: str) -> tuple[IO[bytes], int]:
+    """An ``s3://`` object opened for random-access reading, and its size; a missing bucket
+    or key, access denied or an endpoint that does not answer is one ChannelError."""
+    try:
+        fs, path = _fsspec().core.url_to_fs(location)
+        size = int(fs.size(path))
+        stream: IO[bytes] = fs.open(path, "rb")
+    except Exception as exc:
+        error = remote_error(exc, location, what)
+        if error is None:
+            raise
+        raise error from None
+    return stream, size
+
+
 def local_location(location: str | os.PathLike[str], what: str) -> Path:
     """The local path of ``location``, a path or ``file://`` URI, where openknn writes ``what``
     (an output directory) or reads it (a model). Any other URI fails at once, before
@@ -85,29 +106,30 @@ def _fsspec() -> Any:
     return fsspec
 
 
-def remote_error(exc: Exception, location: str) -> ChannelError | None:
+def remote_error(exc: Exception, location: str,
+                 what: str = "Channel location") -> ChannelError | None:
     """The user's error a remote read failed with, as one line naming ``location`` and the
     fix (a missing bucket or key, access denied, no credentials, an endpoint that does not
     answer); None for anything else, which stays openknn's own fault."""
     bucket = urlparse(location).netloc
     kind = type(exc).__name__
     if isinstance(exc, FileNotFoundError) and "bucket" in str(exc).lower():
-        return ChannelError(f"Channel location {location!r}: bucket {bucket!r} does not exist; "
+        return ChannelError(f"{what} {location!r}: bucket {bucket!r} does not exist; "
                             f"create it (aws s3 mb s3://{bucket}) or correct the location")
     if isinstance(exc, FileNotFoundError):
-        return ChannelError(f"Channel location {location!r} does not exist; give a prefix or "
-                            "object that holds the channel's data")
+        return ChannelError(f"{what} {location!r} does not exist; give the prefix or object "
+                            "that holds it")
     if isinstance(exc, PermissionError):
-        return ChannelError(f"Channel location {location!r}: access denied ({exc}); use "
+        return ChannelError(f"{what} {location!r}: access denied ({exc}); use "
                             f"credentials (AWS_PROFILE, AWS_ACCESS_KEY_ID) that may read bucket "
                             f"{bucket!r}, or renew them if they expired")
     if kind in ("NoCredentialsError", "PartialCredentialsError"):
-        return ChannelError(f"Channel location {location!r}: no AWS credentials were found "
+        return ChannelError(f"{what} {location!r}: no AWS credentials were found "
                             f"({exc}); set AWS_PROFILE or AWS_ACCESS_KEY_ID and "
                             "AWS_SECRET_ACCESS_KEY")
     if kind in ("EndpointConnectionError", "ConnectTimeoutError", "ClientConnectorError") or (
             isinstance(exc, ConnectionError)):
-        return ChannelError(f"Channel location {location!r}: the S3 endpoint did not answer "
+        return ChannelError(f"{what} {location!r}: the S3 endpoint did not answer "
                             f"({exc}); check AWS_ENDPOINT_URL / AWS_ENDPOINT_URL_S3 and that "
                             "the server is running")
     return None

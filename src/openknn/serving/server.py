@@ -15,6 +15,7 @@ from ..core import gpu
 from ..core.model import KnnModel
 from ..core.model_files import META_FILE
 from ..jobs import artifact
+from ..jobs.storage import is_remote, local_location
 from ..settings import ENDPOINT_TOKEN, ServingSettings, from_env
 from . import connections
 from .app import create_app
@@ -25,8 +26,12 @@ log = logging.getLogger(__name__)
 CONTAINER_MODEL_DIR = Path("/opt/ml/model")
 
 
-def model_location(path: Path) -> Path:
-    """A model directory, or the ``model.tar.gz`` inside one that holds only the archive."""
+def model_location(path: str | os.PathLike[str]) -> Path | str:
+    """A model directory, or the ``model.tar.gz`` inside one that holds only the archive; an
+    ``s3://`` URI (a model.tar.gz object) as it is."""
+    if is_remote(path):
+        return os.fspath(path)
+    path = local_location(path, "Model location")
     if path.is_dir() and not (path / META_FILE).exists():
         packed = path / "model.tar.gz"
         if packed.exists():
@@ -56,7 +61,7 @@ class Backend(Protocol):
     def close(self) -> None: ...
 
 
-Loader = Callable[[Path], "tuple[KnnModel, Backend]"]
+Loader = Callable[[Path | str], "tuple[KnnModel, Backend]"]
 """Loads the model at a location with its index held elsewhere (``openknn.distributed``)."""
 
 
@@ -71,7 +76,7 @@ def serve(path: str | os.PathLike[str], settings: ServingSettings | None = None,
     ``token`` (default: ``$OPENKNN_ENDPOINT_TOKEN``) /ping proves who it is (``identity``)."""
     settings = from_env() if settings is None else settings
     token = os.environ.get(ENDPOINT_TOKEN) if token is None else token
-    location = model_location(Path(path))
+    location = model_location(path)
     backends: list[Backend] = []
 
     def load() -> KnnModel:
