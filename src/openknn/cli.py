@@ -17,7 +17,7 @@ import click
 
 from .core import hyperparameters
 from .errors import AlgorithmError, OpenKnnError
-from .jobs.storage import local_location
+from .jobs.storage import join, local_location, staged_output
 
 log = logging.getLogger("openknn")
 
@@ -90,7 +90,8 @@ def main(verbose: bool) -> None:
 @click.option("--hyperparameters", "hp_file", type=click.Path(dir_okay=False),
               help="A hyperparameters.json (all-strings map); --hp values override it.")
 @click.option("--output-dir", type=click.Path(file_okay=False), default="out",
-              show_default=True, help="Where model.tar.gz and metrics.json are written.")
+              show_default=True, help="Where model.tar.gz and metrics.json are written: a "
+                   "directory, file:// URI or s3:// prefix.")
 @click.option("--sm-root", type=click.Path(file_okay=False),
               help="Run as a SageMaker training container rooted here (e.g. /opt/ml).")
 @click.option("--threads", type=int, default=None, help="faiss threads (default: all CPUs).")
@@ -167,9 +168,8 @@ def _train_local(train: str | None, test: str | None, types: tuple[str | None, s
     raw.update(hyperparameters.parse_assignments(hps))
     if hosts.count < 1:
         raise ClientError(f"--instance-count {hosts.count}: give 1 or more hosts")
-    output = local_location(output_dir, "--output-dir")
     run = functools.partial(training.train, train, test, hyperparameters=raw,
-                            output_dir=output, content_types=types, threads=threads,
+                            output_dir=output_dir, content_types=types, threads=threads,
                             instance_count=hosts.count, distribution=hosts.distribution)
     if hosts.count > 1 and hosts.runner == "ray":
         from .distributed.runner import RayRunner
@@ -181,7 +181,7 @@ def _train_local(train: str | None, test: str | None, types: tuple[str | None, s
             ray_runner.close()
     else:
         result = run()
-    click.echo(f"model: {output / training.MODEL_TAR}")
+    click.echo(f"model: {join(output_dir, training.MODEL_TAR)}")
     for key, value in result.metrics.items():
         if key.startswith("test:"):
             click.echo(f"{key} = {value}")
@@ -331,7 +331,7 @@ def invoke(model: str, content_type: str, accept: str, input_path: str | None) -
 @click.option("--input", "input_location", required=True,
               help="A file or directory of input files (or a file:// / s3:// URI).")
 @click.option("--output", "output_dir", required=True, type=click.Path(file_okay=False),
-              help="Directory for one <name>.out per input file.")
+              help="Directory (or s3:// prefix) for one <name>.out per input file.")
 @click.option("--content-type", default="application/jsonlines", show_default=True)
 @click.option("--accept", default="application/jsonlines", show_default=True)
 @click.option("--split-type", type=click.Choice(["Line", "RecordIO", "None"]), default="Line",
@@ -361,9 +361,10 @@ def transform(model: str, input_location: str, output_dir: str, content_type: st
                                        assemble_with, max_payload_mb)
     loaded = artifact.load(model)
     loaded.searcher = gpu.attach(loaded.index, loaded.meta.index_type, request)
-    for path in transform_job.run(loaded, input_location,
-                                  local_location(output_dir, "--output"), spec):
-        click.echo(str(path))
+    with staged_output(output_dir, "--output") as staging:  # s3://: uploaded when all is done
+        written = transform_job.run(loaded, input_location, staging, spec)
+    for path in written:
+        click.echo(join(output_dir, path.name))
 
 
 # ---------------------------------------------------------------- openknn datasets

@@ -1,8 +1,9 @@
-"""Every location openknn writes to is a local path or ``file://`` URI for now (models may also
-be read from ``s3://``, tests/integration/test_s3_channels.py): an ``s3://`` output, or any
-other scheme, fails at once with one ClientError line naming it, and nothing is written, least
-of all a local directory named ``s3:`` that the user would take for their S3 bucket
-(``Path("s3://bucket/out")`` is the local path ``s3:/bucket/out``)."""
+"""Every location openknn writes to or reads a model from is a local path, a ``file://`` URI or
+(for training and transform outputs and models, tests/integration/test_s3_channels.py) an
+``s3://`` prefix; the outputs that are not written to S3 yet, and any other scheme, fail at once
+with one ClientError line naming it, and nothing is written, least of all a local directory
+named ``s3:`` that the user would take for their S3 bucket (``Path("s3://bucket/out")`` is the
+local path ``s3:/bucket/out``)."""
 
 from __future__ import annotations
 
@@ -18,8 +19,8 @@ from ..conftest import write_csv
 from .cli_helpers import openknn as run
 
 HP = {"feature_dim": 4, "k": 3, "sample_size": 60, "predictor_type": "classifier"}
-S3 = ("--output-dir 's3://bucket/out/': openknn takes this as a local path or file:// URI only "
-      "(s3:// is not supported here yet); give a local path. Nothing was written")
+GS = ("--output-dir 'gs://bucket/out/': gs:// is not a scheme openknn reads or writes; give a "
+      "local path or file:// URI. Nothing was written")
 
 
 @pytest.fixture(scope="module")
@@ -41,15 +42,15 @@ def fails_writing_nothing(cwd: Path, *args: str) -> str:
     return ran.stderr.strip()
 
 
-def test_train_to_s3_writes_no_local_s3_directory(trained: Path) -> None:
+def test_train_to_another_scheme_writes_no_local_directory(trained: Path) -> None:
     line = fails_writing_nothing(trained, "train", "--train", "train", "--output-dir",
-                                 "s3://bucket/out/", "--hp", "feature_dim=4", "--hp", "k=3",
+                                 "gs://bucket/out/", "--hp", "feature_dim=4", "--hp", "k=3",
                                  "--hp", "sample_size=60", "--hp", "predictor_type=classifier")
-    assert line == f"ClientError: {S3}"
+    assert line == f"ClientError: {GS}"
+    assert not (trained / "gs:").exists()
 
 
 @pytest.mark.parametrize("args", [
-    ("transform", "out/model.tar.gz", "--input", "train", "--output", "s3://bucket/t/"),
     ("datasets", "covtype", "--output", "s3://bucket/data/"),
     ("datasets", "fashion-mnist", "--output", "s3://bucket/data/"),
     ("bench", "--quick", "--output", "s3://bucket/report/"),
@@ -95,8 +96,8 @@ def test_other_schemes_and_remote_file_uris_are_refused(trained: Path) -> None:
 
 
 def test_the_api_refuses_the_same_and_takes_file_uris(trained: Path, tmp_path: Path) -> None:
-    with pytest.raises(openknn.ClientError, match=r"^--output-dir 's3://b/o': "):
-        openknn.train(trained / "train", output_dir="s3://b/o", hyperparameters=HP)
+    with pytest.raises(openknn.ClientError, match=r"^--output-dir 'gs://b/o': "):
+        openknn.train(trained / "train", output_dir="gs://b/o", hyperparameters=HP)
     with pytest.raises(openknn.ClientError, match=r"^Model location 'gs://b/m.tar.gz': "):
         openknn.load_model("gs://b/m.tar.gz")
     openknn.train(trained / "train", output_dir=f"file://{tmp_path}/o", hyperparameters=HP)

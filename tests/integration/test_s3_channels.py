@@ -8,6 +8,7 @@ line naming the location and the fix."""
 from __future__ import annotations
 
 import io
+import json
 import logging
 from collections.abc import Iterator
 from pathlib import Path
@@ -139,3 +140,73 @@ def test_a_missing_model_object_is_named(endpoint: str, tmp_path: Path) -> None:
     assert ran.stderr.strip() == ("ClientError: Model location "
                                   "'s3://tutorial/knn/absent/model.tar.gz' does not exist; give "
                                   "the prefix or object that holds it")
+
+
+def objects(endpoint: str, prefix: str) -> dict[str, bytes]:
+    s3 = boto3.client("s3", endpoint_url=endpoint, aws_access_key_id="test",
+                      aws_secret_access_key="test", region_name="us-east-1")
+    listed = s3.list_objects_v2(Bucket="tutorial", Prefix=prefix).get("Contents", [])
+    return {o["Key"][len(prefix):]: s3.get_object(Bucket="tutorial", Key=o["Key"])["Body"].read()
+            for o in listed}
+
+
+def test_train_from_and_to_s3_puts_the_local_model_in_s3(endpoint: str,
+                                                         tmp_path: Path) -> None:
+    """The tutorial's whole job in S3: the objects are the bytes a local run writes, and no
+    local path is made of the URI."""
+    ran = openknn("train", "--train", "s3://tutorial/knn/train/", "--test",
+                  "s3://tutorial/knn/test/", "--output-dir", "s3://tutorial/knn/output/", *HP,
+                  env=env(endpoint), cwd=tmp_path)
+    assert ran.returncode == 0, ran.stderr
+    assert "model: s3://tutorial/knn/output/model.tar.gz" in ran.stdout
+    assert list(tmp_path.iterdir()) == []  # nothing local: no s3: directory, no staging left
+    local = openknn("train", "--train", "s3://tutorial/knn/train/", "--test",
+                    "s3://tutorial/knn/test/", "--output-dir", "local", *HP, env=env(endpoint),
+                    cwd=tmp_path)
+    assert local.returncode == 0, local.stderr
+    put = objects(endpoint, "knn/output/")
+    assert sorted(put) == ["metrics.json", "model.tar.gz"]
+    assert put["model.tar.gz"] == (tmp_path / "local" / "model.tar.gz").read_bytes()
+    metrics = [json.loads(data) for data in (put["metrics.json"],
+                                             (tmp_path / "local" / "metrics.json").read_bytes())]
+    for m in metrics:
+        del m["timings_seconds"]  # which differ run to run
+    assert metrics[0] == metrics[1] and metrics[0]["records_read"] == 250
+
+
+def test_a_failed_job_or_a_missing_bucket_puts_no_object(endpoint: str, tmp_path: Path) -> None:
+    (tmp_path / "bad").mkdir()
+    (tmp_path / "bad" / "train.csv").write_text("1,2,3\n")  # 2 features, not 6
+    ran = openknn("train", "--train", "bad", "--output-dir", "s3://tutorial/knn/failed/", *HP,
+                  env=env(endpoint), cwd=tmp_path)
+    assert ran.returncode == EXIT_CLIENT and "ClientError: " in ran.stderr
+    assert objects(endpoint, "knn/failed/") == {}
+    ran = openknn("train", "--train", "bad", "--output-dir", "s3://no-such-bucket/out/", *HP,
+                  env=env(endpoint), cwd=tmp_path)
+    assert ran.returncode == EXIT_CLIENT
+    assert ran.stderr.strip() == ("ClientError: --output-dir 's3://no-such-bucket/out/': bucket "
+                                  "'no-such-bucket' does not exist; create it (aws s3 mb "
+                                  "s3://no-such-bucket) or correct the location")
+
+
+def test_transform_to_s3_writes_what_it_writes_locally(endpoint: str, tmp_path: Path) -> None:
+    for name, rows in (("train", slice(0, 250)),):
+        (tmp_path / name).mkdir()
+        with open(tmp_path / name / "recordio-pb-data", "wb") as f:
+            write_numpy_to_dense_tensor(f, X[rows], Y[rows])
+    assert openknn("train", "--train", "train", "--output-dir", "out", *HP,
+                   cwd=tmp_path).returncode == 0
+    (tmp_path / "in").mkdir()
+    for i in range(2):
+        rows = X[250 + 20 * i:270 + 20 * i]
+        (tmp_path / "in" / f"part-{i}.csv").write_text(
+            "".join(",".join(f"{v:.6g}" for v in row) + "\n" for row in rows))
+    args = ("transform", "out/model.tar.gz", "--input", "in", "--content-type", "text/csv")
+    assert openknn(*args, "--output", "t", cwd=tmp_path).returncode == 0
+    ran = openknn(*args, "--output", "s3://tutorial/knn/transform/", env=env(endpoint),
+                  cwd=tmp_path)
+    assert ran.returncode == 0, ran.stderr
+    assert ran.stdout.split() == [f"s3://tutorial/knn/transform/part-{i}.csv.out"
+                                  for i in range(2)]
+    assert objects(endpoint, "knn/transform/") == {
+        p.name: p.read_bytes() for p in (tmp_path / "t").iterdir()}

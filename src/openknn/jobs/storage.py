@@ -4,8 +4,11 @@ to or loads a model from (a path or ``file://`` only, for now)."""
 
 from __future__ import annotations
 
+import contextlib
 import os
 import re
+import tempfile
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, Any
@@ -56,6 +59,49 @@ def open_remote(location: str, what: str) -> tuple[IO[bytes], int]:
             raise
         raise error from None
     return stream, size
+
+
+def join(location: str | os.PathLike[str], name: str) -> str:
+    """``name`` inside the directory or ``s3://`` prefix ``location``."""
+    text = os.fspath(location)
+    return f"{text.rstrip('/')}/{name}" if is_remote(text) else str(Path(text) / name)
+
+
+def _remote_call(location: str, what: str, call: Any, *args: Any) -> Any:
+    try:
+        return call(*args)
+    except Exception as exc:
+        error = remote_error(exc, location, what)
+        if error is None:
+            raise
+        raise error from None
+
+
+@contextlib.contextmanager
+def staged_output(location: str | os.PathLike[str], what: str,
+                  last: Sequence[str] = ()) -> Iterator[Path]:
+    """The local directory a job writes ``location``'s files into. A local path or
+    ``file://`` URI is that directory. For an ``s3://`` prefix, the bucket is checked first
+    (a missing one fails before any work), the job writes into a private temporary
+    directory, and only when it ends without an error is each file uploaded (s3fs: multipart
+    for large files, aborted on failure), the names in ``last`` after the rest, so that
+    ``model.tar.gz`` appears only beside its metrics. A job that fails uploads nothing."""
+    text = os.fspath(location)
+    if not is_remote(text):
+        yield local_location(text, what)
+        return
+    fs, root = _fsspec().core.url_to_fs(text)
+    bucket = root.split("/", 1)[0]
+    if not _remote_call(text, what, fs.exists, bucket):
+        raise ChannelError(f"{what} {text!r}: bucket {bucket!r} does not exist; create it "
+                           f"(aws s3 mb s3://{bucket}) or correct the location")
+    with tempfile.TemporaryDirectory(prefix="openknn-output-") as staging:
+        yield Path(staging)
+        files = sorted((p for p in Path(staging).rglob("*") if p.is_file()),
+                       key=lambda p: (p.name in last, str(p)))
+        for file in files:
+            target = f"{root.rstrip('/')}/{file.relative_to(staging).as_posix()}"
+            _remote_call(text, what, fs.put_file, str(file), target)
 
 
 def local_location(location: str | os.PathLike[str], what: str) -> Path:

@@ -27,7 +27,7 @@ from . import artifact, outputs
 from .data import Channel, iter_blocks, require_files
 from .progress import Progress
 from .runner import LocalRunner, Runner
-from .storage import DataFile, local_location
+from .storage import DataFile, staged_output
 
 log = logging.getLogger(__name__)
 F = TypeVar("F")
@@ -276,14 +276,16 @@ def train(train: str | os.PathLike[str], test: str | os.PathLike[str] | None = N
     """``openknn train`` as a function: the ``train`` (and ``test``) channel, each a directory,
     file or ``file://`` URI of CSV or RecordIO-protobuf (``content_types`` where the names do
     not say), trained with SageMaker's ``hyperparameters`` (strings or values) into
-    ``output_dir``/model.tar.gz and metrics.json; ``instance_count`` hosts sample the train
-    channel, split by ``distribution``, in this process unless a ``runner`` is given."""
+    ``output_dir``/model.tar.gz and metrics.json (a directory, ``file://`` URI or ``s3://``
+    prefix, where both objects appear only when the job succeeds: ``storage.staged_output``);
+    ``instance_count`` hosts sample the train channel, split by ``distribution``, in this
+    process unless a ``runner`` is given."""
     channels = {TRAIN: Channel(TRAIN, os.fspath(train), content_types[0], distribution)}
     if test is not None:
         channels[TEST] = Channel(TEST, os.fspath(test), content_types[1])
-    output = local_location(output_dir, "--output-dir")
-    return run(TrainingJobSpec(hyperparameters, channels, output_dir=output,
-                               threads=threads, instance_count=instance_count), runner)
+    with staged_output(output_dir, "--output-dir", last=(MODEL_TAR,)) as output:
+        return run(TrainingJobSpec(hyperparameters, channels, output_dir=output,
+                                   threads=threads, instance_count=instance_count), runner)
 
 
 def run(spec: TrainingJobSpec, runner: Runner | None = None) -> TrainingResult:
