@@ -210,3 +210,27 @@ def test_transform_to_s3_writes_what_it_writes_locally(endpoint: str, tmp_path: 
                                   for i in range(2)]
     assert objects(endpoint, "knn/transform/") == {
         p.name: p.read_bytes() for p in (tmp_path / "t").iterdir()}
+
+
+def test_two_hosts_shard_the_s3_keys(endpoint: str, tmp_path: Path) -> None:
+    """ShardedByS3Key over two objects: each host samples one key, and the job reads every
+    record once, as the same two files on disk give."""
+    s3 = boto3.client("s3", endpoint_url=endpoint, aws_access_key_id="test",
+                      aws_secret_access_key="test", region_name="us-east-1")
+    (tmp_path / "parts").mkdir()
+    for i, rows in enumerate((slice(0, 120), slice(120, 250))):
+        path = tmp_path / "parts" / f"part-{i}"
+        with open(path, "wb") as f:
+            write_numpy_to_dense_tensor(f, X[rows], Y[rows])
+        s3.upload_file(str(path), "tutorial", f"knn/sharded/part-{i}")
+    args = ("--instance-count", "2", "--distribution", "ShardedByS3Key", "--runner", "local",
+            *HP)
+    ran = openknn("train", "--train", "s3://tutorial/knn/sharded/", "--output-dir", "s3o",
+                  *args, env=env(endpoint), cwd=tmp_path)
+    local = openknn("train", "--train", "parts", "--output-dir", "local", *args, cwd=tmp_path)
+    assert ran.returncode == 0 == local.returncode, (ran.stderr, local.stderr)
+    read = [json.loads((tmp_path / d / "metrics.json").read_text())["records_read"]
+            for d in ("s3o", "local")]
+    assert read == [250, 250]
+    assert (artifact.model_bytes(artifact.load(tmp_path / "s3o" / "model.tar.gz"))
+            == artifact.model_bytes(artifact.load(tmp_path / "local" / "model.tar.gz")))
