@@ -30,6 +30,7 @@ LAYERS: tuple[tuple[str, ...], ...] = (
     ("openknn.serving.*",),
     ("openknn.distributed.*",),
     ("openknn.sdk.*",),
+    ("openknn.service.*",),
     ("openknn.bench.*",),
     ("openknn.quickstart", "openknn.cli", "openknn.__main__", "openknn"),
 )
