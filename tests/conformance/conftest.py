@@ -4,9 +4,6 @@ compares what a client sees; ``store_only`` tests (persistence) run against the 
 
 from __future__ import annotations
 
-import socket
-import threading
-import time
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -19,7 +16,7 @@ boto3 = pytest.importorskip("boto3")
 pytest.importorskip("s3fs")
 pytest.importorskip("moto.server")
 
-START_TIMEOUT_S = 20.0
+from ..s3_servers import moto_s3, store_s3  # noqa: E402
 
 
 @dataclass
@@ -45,56 +42,17 @@ class Server:
                                  secret="test", skip_instance_cache=True, use_listings_cache=False)
 
 
-class UvicornThread:
-    """An ASGI app under uvicorn in a daemon thread, on a socket bound here to 127.0.0.1:0."""
-
-    def __init__(self, app: Any) -> None:
-        import uvicorn
-
-        self.sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-        self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        self.sock.bind(("127.0.0.1", 0))
-        self.port = self.sock.getsockname()[1]
-        config = uvicorn.Config(app, log_level="warning", lifespan="off")
-        self.server = uvicorn.Server(config)
-        self.thread = threading.Thread(target=self.server.run, kwargs={"sockets": [self.sock]},
-                                       daemon=True)
-
-    def __enter__(self) -> UvicornThread:
-        self.thread.start()
-        deadline = time.monotonic() + START_TIMEOUT_S
-        while not self.server.started:
-            if time.monotonic() > deadline or not self.thread.is_alive():
-                raise RuntimeError("uvicorn did not start")
-            time.sleep(0.01)
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.server.should_exit = True
-        self.thread.join(timeout=10)
-        self.sock.close()
-
-
 @pytest.fixture(scope="session")
 def moto_server() -> Iterator[Server]:
-    from moto.server import ThreadedMotoServer
-
-    server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
-    server.start()
-    host, port = server.get_host_and_port()
-    try:
-        yield Server("moto", f"http://{host}:{port}")
-    finally:
-        server.stop()
+    with moto_s3() as endpoint:
+        yield Server("moto", endpoint)
 
 
 @pytest.fixture(scope="session")
 def store_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
-    from openknn.service.s3 import create_app
-
     root = tmp_path_factory.mktemp("s3store")
-    with UvicornThread(create_app(root)) as running:
-        yield Server("store", f"http://127.0.0.1:{running.port}", root)
+    with store_s3(root) as endpoint:
+        yield Server("store", endpoint, root)
 
 
 @pytest.fixture(params=["moto", "store"])

@@ -18,7 +18,8 @@ pytest.importorskip("s3fs")
 from boto3.s3.transfer import TransferConfig
 from botocore.exceptions import ClientError
 
-from tests.conformance.conftest import Server, UvicornThread
+from tests.conformance.conftest import Server
+from tests.s3_servers import UvicornThread
 
 MiB = 1 << 20
 MULTIPART = TransferConfig(multipart_threshold=5 * MiB, multipart_chunksize=5 * MiB,
