@@ -174,6 +174,20 @@ def test_train_from_and_to_s3_puts_the_local_model_in_s3(endpoint: str,
     assert metrics[0] == metrics[1] and metrics[0]["records_read"] == 250
 
 
+def test_an_upload_shows_its_progress(endpoint: str, tmp_path: Path,
+                                      monkeypatch: pytest.MonkeyPatch) -> None:
+    """Off a terminal an upload logs how far it got (here after every part, not every 10 s),
+    ending at the file's whole size."""
+    from openknn.jobs import storage
+
+    monkeypatch.setattr(storage, "PROGRESS_EVERY_S", 0.0)
+    ran = openknn("train", "--train", "s3://tutorial/knn/train/", "--output-dir",
+                  "s3://tutorial/knn/progress/", *HP, env=env(endpoint), cwd=tmp_path)
+    assert ran.returncode == 0, ran.stderr
+    size = len(objects(endpoint, "knn/progress/")["model.tar.gz"]) / (1 << 20)
+    assert f"uploading model.tar.gz: {size:.1f} of {size:.1f} MiB" in ran.stderr
+
+
 def test_a_failed_job_or_a_missing_bucket_puts_no_object(endpoint: str, tmp_path: Path) -> None:
     (tmp_path / "bad").mkdir()
     (tmp_path / "bad" / "train.csv").write_text("1,2,3\n")  # 2 features, not 6

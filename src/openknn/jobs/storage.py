@@ -5,6 +5,7 @@ to or loads a model from (a path or ``file://`` only, for now)."""
 from __future__ import annotations
 
 import contextlib
+import functools
 import os
 import re
 import tempfile
@@ -15,8 +16,10 @@ from typing import IO, Any
 from urllib.parse import unquote, urlparse
 
 from ..errors import ChannelError, ClientError, MissingExtraError
+from .progress import Progress
 
 URI = re.compile(r"(?P<scheme>[A-Za-z][A-Za-z0-9+.-]*)://")
+PROGRESS_EVERY_S = 10.0  # an upload's log line, off a terminal
 
 
 @dataclass(frozen=True)
@@ -101,7 +104,22 @@ def staged_output(location: str | os.PathLike[str], what: str,
                        key=lambda p: (p.name in last, str(p)))
         for file in files:
             target = f"{root.rstrip('/')}/{file.relative_to(staging).as_posix()}"
-            _remote_call(text, what, fs.put_file, str(file), target)
+            with Progress(f"uploading {file.name}", PROGRESS_EVERY_S,
+                          total_bytes=file.stat().st_size) as shown:
+                put = functools.partial(fs.put_file, callback=_shown_by(shown))
+                _remote_call(text, what, put, str(file), target)
+
+
+def _shown_by(progress: Progress) -> Any:
+    """An fsspec callback (s3fs calls it once per part or block it sends) that moves
+    ``progress`` on by the bytes sent."""
+    from fsspec.callbacks import Callback
+
+    class Shown(Callback):  # type: ignore[misc]
+        def call(self, *args: Any, **kwargs: Any) -> None:
+            progress.update(int(self.value) - progress.records)
+
+    return Shown()
 
 
 def local_location(location: str | os.PathLike[str], what: str) -> Path:
