@@ -174,6 +174,27 @@ def test_train_from_and_to_s3_puts_the_local_model_in_s3(endpoint: str,
     assert metrics[0] == metrics[1] and metrics[0]["records_read"] == 250
 
 
+@pytest.mark.parametrize("how", ["profile", "AWS_ENDPOINT_URL_S3"])
+def test_the_standard_aws_configuration_is_read(endpoint: str, tmp_path: Path,
+                                                how: str) -> None:
+    """A named profile in AWS's config and credentials files (its endpoint_url included),
+    or the S3-only endpoint variable, is what the job reads: botocore's own chain."""
+    s3fs.S3FileSystem.clear_instance_cache()
+    if how == "profile":
+        (tmp_path / "config").write_text(
+            f"[profile local]\nregion = us-east-1\nendpoint_url = {endpoint}\n")
+        (tmp_path / "credentials").write_text(
+            "[local]\naws_access_key_id = test\naws_secret_access_key = test\n")
+        environment = {"AWS_PROFILE": "local", "AWS_CONFIG_FILE": str(tmp_path / "config"),
+                       "AWS_SHARED_CREDENTIALS_FILE": str(tmp_path / "credentials")}
+    else:
+        environment = {**CREDENTIALS, "AWS_ENDPOINT_URL_S3": endpoint}
+    ran = openknn("train", "--train", "s3://tutorial/knn/train/", "--output-dir",
+                  f"s3://tutorial/knn/{how}/", *HP, env=environment, cwd=tmp_path)
+    assert ran.returncode == 0, ran.stderr
+    assert sorted(objects(endpoint, f"knn/{how}/")) == ["metrics.json", "model.tar.gz"]
+
+
 def test_an_upload_shows_its_progress(endpoint: str, tmp_path: Path,
                                       monkeypatch: pytest.MonkeyPatch) -> None:
     """Off a terminal an upload logs how far it got (here after every part, not every 10 s),
