@@ -13,8 +13,8 @@ with AWS_ENDPOINT_URL and credentials in the environment:
 from __future__ import annotations
 
 import io
-import os
 import json
+import os
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
