@@ -524,3 +524,58 @@ def bench(quick: bool, output: str, covtype_path: str | None, fashion_path: str 
     click.echo(bench_run.run(cfg, local_location(output, "--output"),
                              Path(covtype_path) if covtype_path else None,
                              Path(fashion_path) if fashion_path else None, command))
+
+
+@main.command()
+@click.option("--host", default="127.0.0.1", show_default=True,
+              help="Address to listen on; anything but loopback lets others use the service.")
+@click.option("--port", type=int, default=8000, show_default=True,
+              help="The one port of every API (0: a free one, printed).")
+@click.option("--home", type=click.Path(file_okay=False), default=None,
+              help="Where state and S3 objects live (default: $OPENKNN_HOME or ~/.openknn).")
+@click.option("--s3-endpoint", default=None,
+              help="Use this S3 (AWS, MinIO, Ceph) instead of the embedded store.")
+@reports_errors
+def up(host: str, port: int, home: str | None, s3_endpoint: str | None) -> None:
+    """A local SageMaker: the SageMaker API, Runtime, CloudWatch Logs, STS and an S3 store on
+    one port, for the real SageMaker SDK and boto3 (see `openknn env`)."""
+    from .service import up as service_up
+
+    service_up.run(host, port, Path(home) if home else service_up.default_home(), s3_endpoint)
+
+
+@main.command(name="env")
+@click.option("--endpoint-url", default=None,
+              help="The service's URL (default: http://127.0.0.1:8000).")
+@click.option("--home", type=click.Path(file_okay=False), default=None,
+              help="Where the SDK's config file goes when the service does not answer "
+                   "(default: the running service's home, else $OPENKNN_HOME or ~/.openknn).")
+@click.option("--write-role-metadata", is_flag=True,
+              help="Also write /opt/ml/metadata/resource-metadata.json, so that the SDK's "
+                   "get_execution_role() answers offline.")
+@reports_errors
+def env_cmd(endpoint_url: str | None, home: str | None, write_role_metadata: bool) -> None:
+    """Print the export lines that point the SageMaker SDK, boto3, s3fs and the AWS CLI at
+    `openknn up` (use: eval "$(openknn env)")."""
+    import httpx
+
+    from .service import env as service_env
+    from .service import up as service_up
+
+    url = (endpoint_url or service_env.DEFAULT_URL).rstrip("/")
+    status: dict[str, Any] = {}
+    try:
+        answer = httpx.get(f"{url}/_openknn/health", timeout=2, trust_env=False)
+        status = answer.json() if answer.status_code == 200 else {}
+    except (httpx.HTTPError, ValueError):
+        click.echo(f"# openknn env: no service answers at {url} yet; start it with openknn up",
+                   err=True)
+    where = Path(home) if home else Path(status.get("home") or service_up.default_home())
+    config = where.expanduser() / service_env.CONFIG_FILE  # openknn up writes it
+    if not config.exists():
+        service_env.write_config(where.expanduser(), service_env.default_bucket())
+    if write_role_metadata:
+        path = service_env.write_role_metadata()
+        click.echo(f"# wrote {path}", err=True)
+    click.echo(service_env.export_lines(service_env.variables(
+        url, config, status.get("s3_endpoint"))), nl=False)

@@ -1,0 +1,142 @@
+"""The ASGI app of ``openknn up``: one port, every API, routed per request by
+``routing.route`` (the SigV4 credential scope first). Each API is its own small app; this one
+only reads the request's head and hands the whole request on, so an S3 upload streams
+straight into the store."""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable, MutableMapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import orjson
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import HTMLResponse, JSONResponse, Response
+from starlette.routing import Route as HttpRoute  # routing.Route names an API
+
+from openknn import __version__
+from openknn.service import identity, routing
+from openknn.service.routing import Route
+
+Scope = MutableMapping[str, Any]
+ASGIApp = Callable[[Scope, Callable[[], Awaitable[Any]], Callable[[Any], Awaitable[None]]],
+                   Awaitable[None]]
+JSON_11 = "application/x-amz-json-1.1"
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class ServiceConfig:
+    """Where the service keeps its state, and the S3 it uses (None: the embedded store)."""
+
+    home: Path
+    s3_endpoint: str | None = None
+
+    @property
+    def s3_root(self) -> Path:
+        return self.home / "s3"
+
+
+def json_error(code: str, message: str, status: int = 400) -> Response:
+    """The JSON 1.1 error shape botocore reads (``__type`` and ``message``)."""
+    return Response(orjson.dumps({"__type": code, "message": message}), status_code=status,
+                    media_type=JSON_11)
+
+
+def _not_served_yet(what: str) -> ASGIApp:
+    """An API of the spec that this build does not answer yet: a JSON error naming the
+    operation, never a silent success."""
+
+    async def answer(request: Request) -> Response:
+        target = request.headers.get("x-amz-target") or f"{request.method} {request.url.path}"
+        return json_error("UnknownOperationException",
+                          f"{target}: openknn up does not serve {what} operations yet")
+
+    return Starlette(routes=[HttpRoute("/{path:path}", answer, methods=["GET", "POST", "PUT",
+                                                                       "DELETE", "HEAD"])])
+
+
+def _external_s3(endpoint: str) -> ASGIApp:
+    async def answer(request: Request) -> Response:
+        body = ("<Error><Code>InvalidRequest</Code><Message>This openknn service uses the S3 "
+                f"at {endpoint}; point S3 clients there (openknn env prints "
+                "AWS_ENDPOINT_URL_S3)</Message></Error>")
+        return Response(body, status_code=400, media_type="application/xml")
+
+    return Starlette(routes=[HttpRoute("/{path:path}", answer, methods=["GET", "POST", "PUT",
+                                                                       "DELETE", "HEAD"])])
+
+
+def _query_app(handler: Callable[[Request], Awaitable[Response]]) -> ASGIApp:
+    return Starlette(routes=[HttpRoute("/{path:path}", handler, methods=["GET", "POST"])])
+
+
+class Service:
+    """``openknn up``'s app: the embedded S3 store (or a note pointing at the external one),
+    STS and IAM, the internal pages (health), and the SageMaker, Runtime and Logs APIs."""
+
+    def __init__(self, config: ServiceConfig) -> None:
+        from openknn.service.s3 import create_app
+
+        self.config = config
+        self.started = time.time()
+        config.home.mkdir(parents=True, exist_ok=True)
+        s3: ASGIApp = (create_app(config.s3_root) if config.s3_endpoint is None
+                       else _external_s3(config.s3_endpoint))
+        self.apps: dict[Route, ASGIApp] = {
+            Route.S3: s3,
+            Route.STS: _query_app(identity.sts),
+            Route.IAM: _query_app(identity.iam),
+            Route.INTERNAL: Starlette(routes=[
+                HttpRoute("/_openknn/health", self.health, methods=["GET"]),
+                HttpRoute("/", self.home_page, methods=["GET"])], lifespan=self.lifespan),
+            Route.SAGEMAKER: _not_served_yet("SageMaker API"),
+            Route.RUNTIME: _not_served_yet("SageMaker Runtime"),
+            Route.LOGS: _not_served_yet("CloudWatch Logs"),
+        }
+
+    @contextlib.asynccontextmanager
+    async def lifespan(self, app: Starlette) -> AsyncIterator[None]:
+        """Runs around the server's life: what the service started stops here, before
+        uvicorn lets a SIGTERM end the process."""
+        yield
+        log.info("openknn up: stopped")
+        print("openknn up: stopped", flush=True)
+
+    def status(self) -> dict[str, Any]:
+        """What ``/_openknn/health`` answers once the service is ready."""
+        return {"status": "ok", "version": __version__, "home": str(self.config.home),
+                "s3_endpoint": self.config.s3_endpoint, "started": self.started}
+
+    async def health(self, request: Request) -> Response:
+        return JSONResponse(self.status())
+
+    async def home_page(self, request: Request) -> Response:
+        return HTMLResponse(
+            "<!doctype html><title>openknn</title><h1>openknn up</h1>"
+            "<p>A local SageMaker for the built-in k-NN algorithm. Point the SageMaker SDK "
+            "and boto3 here with <code>eval \"$(openknn env)\"</code>.</p>")
+
+    async def __call__(self, scope: Scope, receive: Callable[[], Awaitable[Any]],
+                       send: Callable[[Any], Awaitable[None]]) -> None:
+        if scope["type"] != "http":  # lifespan (startup, shutdown), websockets: the internal app
+            await self.apps[Route.INTERNAL](scope, receive, send)
+            return
+        headers = {k.decode("latin-1").lower(): v.decode("latin-1")
+                   for k, v in scope["headers"]}
+        signed = routing.credential(headers, scope.get("query_string", b"").decode("latin-1"))
+        which = routing.route(scope["method"], scope["path"], headers, signed)
+        if which is Route.UNKNOWN:
+            assert signed is not None
+            response = json_error("UnknownOperationException",
+                                  f"openknn up does not serve the AWS service "
+                                  f"{signed.service!r}; it serves sagemaker, "
+                                  "sagemaker-runtime, logs, sts, iam and s3")
+            await response(scope, receive, send)
+            return
+        await self.apps[which](scope, receive, send)
