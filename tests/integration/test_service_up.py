@@ -1,6 +1,6 @@
 """`openknn up` as a process, driven by boto3 with only `openknn env`'s environment: STS,
 IAM and S3 on the one port; S3 objects survive a restart with the same home; one service per
-home; SIGTERM stops it cleanly; a service the spec has not landed yet says so per operation."""
+home; SIGTERM stops it cleanly; an operation not served yet is named, with those that are."""
 
 from __future__ import annotations
 
@@ -9,9 +9,7 @@ import re
 import signal
 import subprocess
 import sys
-import time
 from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
 
 import httpx
@@ -20,49 +18,7 @@ import pytest
 boto3 = pytest.importorskip("boto3")
 from botocore.exceptions import ClientError as BotoClientError  # noqa: E402
 
-START_TIMEOUT_S = 30.0
-URL_LINE = re.compile(r"openknn up: (http://127\.0\.0\.1:\d+) \(home (.+)\)")
-
-
-@contextmanager
-def service(home: Path, log: Path) -> Iterator[tuple[subprocess.Popen[bytes], str]]:
-    """`openknn up --port 0 --home HOME`, ready (its health answers); stopped after."""
-    with open(log, "wb") as sink:
-        proc = subprocess.Popen([sys.executable, "-m", "openknn", "up", "--port", "0",
-                                 "--home", str(home)], stdout=sink, stderr=subprocess.STDOUT,
-                                stdin=subprocess.DEVNULL)
-    try:
-        deadline, url = time.monotonic() + START_TIMEOUT_S, None
-        while url is None:
-            assert proc.poll() is None, log.read_text()
-            assert time.monotonic() < deadline, log.read_text()
-            found = URL_LINE.search(log.read_text())
-            url = found.group(1) if found else None
-            time.sleep(0.05)
-        while True:
-            try:
-                if httpx.get(f"{url}/_openknn/health", timeout=1, trust_env=False).is_success:
-                    break
-            except httpx.HTTPError:
-                assert time.monotonic() < deadline, log.read_text()
-                time.sleep(0.05)
-        yield proc, url
-    finally:
-        if proc.poll() is None:
-            proc.send_signal(signal.SIGTERM)
-            try:
-                proc.wait(10)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait()
-
-
-def environment(url: str, home: Path) -> dict[str, str]:
-    ran = subprocess.run([sys.executable, "-m", "openknn", "env", "--endpoint-url", url],
-                         capture_output=True, text=True, timeout=60, check=True)
-    values = dict(re.findall(r"^export (\w+)=(\S+)$", ran.stdout, re.M))
-    assert values["SAGEMAKER_USER_CONFIG_OVERRIDE"] == str(home / "sagemaker-config.yaml")
-    return values
+from ..service_helpers import environment, service  # noqa: E402
 
 
 @pytest.fixture
@@ -93,8 +49,9 @@ def test_one_port_serves_sts_iam_and_s3_and_keeps_objects(
         s3.put_object(Bucket="sagemaker-us-east-1-000000000000", Key="knn/a", Body=b"kept")
         with pytest.raises(BotoClientError, match="UnknownOperationException.*'sqs'"):
             session.client("sqs").list_queues()
-        with pytest.raises(BotoClientError, match=r"SageMaker\.ListEndpoints: openknn up does "
-                                                  r"not serve SageMaker API operations yet"):
+        with pytest.raises(BotoClientError, match=r"SageMaker\.ListEndpoints: not an operation "
+                                                  r"openknn serves for the SageMaker API; it "
+                                                  r"serves CreateTrainingJob, "):
             session.client("sagemaker").list_endpoints()
         health = httpx.get(f"{url}/_openknn/health", trust_env=False).json()
         assert health["status"] == "ok" and health["home"] == str(home)

@@ -8,7 +8,7 @@ import json
 import logging
 import os
 import time
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, TypeVar
@@ -51,6 +51,9 @@ class TrainingJobSpec:
     threads: int | None = None
     instance_count: int = 1
     lock_dir: Path | None = None  # held for the whole job; default: each output directory
+    # Told each step's name as it starts ("Downloading", "Training", "Uploading"): the
+    # local service's SecondaryStatus transitions.
+    on_stage: Callable[[str], None] | None = None
 
 
 @dataclass
@@ -272,20 +275,22 @@ def train(train: str | os.PathLike[str], test: str | os.PathLike[str] | None = N
           hyperparameters: Mapping[str, object], output_dir: str | os.PathLike[str],
           content_types: tuple[str | None, str | None] = (None, None),
           threads: int | None = None, instance_count: int = 1,
-          distribution: str = "FullyReplicated", runner: Runner | None = None) -> TrainingResult:
+          distribution: str = "FullyReplicated", runner: Runner | None = None,
+          on_stage: Callable[[str], None] | None = None) -> TrainingResult:
     """``openknn train`` as a function: the ``train`` (and ``test``) channel, each a directory,
     file or ``file://`` URI of CSV or RecordIO-protobuf (``content_types`` where the names do
     not say), trained with SageMaker's ``hyperparameters`` (strings or values) into
     ``output_dir``/model.tar.gz and metrics.json (a directory, ``file://`` URI or ``s3://``
     prefix, where both objects appear only when the job succeeds: ``storage.staged_output``);
     ``instance_count`` hosts sample the train channel, split by ``distribution``, in this
-    process unless a ``runner`` is given."""
+    process unless a ``runner`` is given; ``on_stage`` is told each step as it starts."""
     channels = {TRAIN: Channel(TRAIN, os.fspath(train), content_types[0], distribution)}
     if test is not None:
         channels[TEST] = Channel(TEST, os.fspath(test), content_types[1])
     with staged_output(output_dir, "--output-dir", last=(MODEL_TAR,)) as output:
         return run(TrainingJobSpec(hyperparameters, channels, output_dir=output,
-                                   threads=threads, instance_count=instance_count), runner)
+                                   threads=threads, instance_count=instance_count,
+                                   on_stage=on_stage), runner)
 
 
 def run(spec: TrainingJobSpec, runner: Runner | None = None) -> TrainingResult:
@@ -299,6 +304,8 @@ def _run_job(spec: TrainingJobSpec, runner: Runner | None = None) -> TrainingRes
     timings: dict[str, float] = {}
     t0 = time.perf_counter()
     hp = resolve(spec)
+    stage = spec.on_stage or (lambda name: None)
+    stage("Downloading")
     workers = spec.instance_count
     runner = runner or LocalRunner()
     faiss_index.set_threads(spec.threads)
@@ -316,6 +323,7 @@ def _run_job(spec: TrainingJobSpec, runner: Runner | None = None) -> TrainingRes
         raise ChannelError(f"Channel 'train' at {train.location!r} has no records; "
                            "it must hold at least k labelled records")
     timings["sample"] = time.perf_counter() - t0
+    stage("Training")
     t1 = time.perf_counter()
     model = build_model(feats, labels, hp)
     timings["build_index"] = time.perf_counter() - t1
@@ -335,5 +343,6 @@ def _run_job(spec: TrainingJobSpec, runner: Runner | None = None) -> TrainingRes
             log.info(line)
     timings["total"] = time.perf_counter() - t0
     result = TrainingResult(model, metrics_json(hp, seen, model, score, timings), timings)
+    stage("Uploading")
     write_outputs(spec, result)
     return result

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import os
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, MutableMapping
 from dataclasses import dataclass
@@ -20,8 +21,11 @@ from starlette.responses import HTMLResponse, JSONResponse, Response
 from starlette.routing import Route as HttpRoute  # routing.Route names an API
 
 from openknn import __version__
-from openknn.service import identity, routing
+from openknn.service import identity, logs, routing
+from openknn.service.api import json_app
 from openknn.service.routing import Route
+from openknn.service.state import State
+from openknn.service.training_jobs import TrainingJobs
 
 Scope = MutableMapping[str, Any]
 ASGIApp = Callable[[Scope, Callable[[], Awaitable[Any]], Callable[[Any], Awaitable[None]]],
@@ -36,6 +40,7 @@ class ServiceConfig:
 
     home: Path
     s3_endpoint: str | None = None
+    url: str = "http://127.0.0.1:8000"  # where the service listens (its workers' S3)
 
     @property
     def s3_root(self) -> Path:
@@ -86,6 +91,9 @@ class Service:
         self.config = config
         self.started = time.time()
         config.home.mkdir(parents=True, exist_ok=True)
+        self.state = State(config.home)
+        self.training_jobs = TrainingJobs(self.state, config.home, self.worker_env)
+        self.training_jobs.recover()
         s3: ASGIApp = (create_app(config.s3_root) if config.s3_endpoint is None
                        else _external_s3(config.s3_endpoint))
         self.apps: dict[Route, ASGIApp] = {
@@ -95,9 +103,11 @@ class Service:
             Route.INTERNAL: Starlette(routes=[
                 HttpRoute("/_openknn/health", self.health, methods=["GET"]),
                 HttpRoute("/", self.home_page, methods=["GET"])], lifespan=self.lifespan),
-            Route.SAGEMAKER: _not_served_yet("SageMaker API"),
+            Route.SAGEMAKER: json_app("SageMaker", self.training_jobs.handlers(),
+                                      "the SageMaker API"),
             Route.RUNTIME: _not_served_yet("SageMaker Runtime"),
-            Route.LOGS: _not_served_yet("CloudWatch Logs"),
+            Route.LOGS: json_app("Logs_20140328", logs.handlers(self.state),
+                                 "CloudWatch Logs"),
         }
 
     @contextlib.asynccontextmanager
@@ -105,8 +115,23 @@ class Service:
         """Runs around the server's life: what the service started stops here, before
         uvicorn lets a SIGTERM end the process."""
         yield
-        log.info("openknn up: stopped")
+        self.close()
         print("openknn up: stopped", flush=True)
+
+    def close(self) -> None:
+        """Stop what the service started (training workers) and close its state."""
+        self.training_jobs.shutdown()
+        self.state.close()
+
+    def worker_env(self) -> dict[str, str]:
+        """The environment of a job's worker: its S3 is this service's store (or the
+        external S3), with the service's dummy credentials unless it has real ones."""
+        out = {"AWS_ENDPOINT_URL_S3": self.config.s3_endpoint or self.config.url,
+               "AWS_EC2_METADATA_DISABLED": "true"}
+        if self.config.s3_endpoint is None or "AWS_ACCESS_KEY_ID" not in os.environ:
+            out.update(AWS_ACCESS_KEY_ID="test", AWS_SECRET_ACCESS_KEY="test")
+        out.setdefault("AWS_DEFAULT_REGION", os.environ.get("AWS_DEFAULT_REGION", "us-east-1"))
+        return out
 
     def status(self) -> dict[str, Any]:
         """What ``/_openknn/health`` answers once the service is ready."""

@@ -67,9 +67,11 @@ def run(host: str, port: int, home: Path, s3_endpoint: str | None = None) -> Non
     lock = _hold_home(home)
     sock = _bind(host, port)
     try:
-        service = Service(ServiceConfig(home, s3_endpoint))
         bound = sock.getsockname()[1]
         url = f"http://{'[' + host + ']' if ':' in host else host}:{bound}"
+        local = "127.0.0.1" if host in ("0.0.0.0", "") else ("::1" if host == "::" else host)
+        own = f"http://{'[' + local + ']' if ':' in local else local}:{bound}"
+        service = Service(ServiceConfig(home, s3_endpoint, own))
         env.write_config(home, env.default_bucket())
         print(f"openknn up: {url} (home {home})", flush=True)
         print(f'Point the SageMaker SDK and boto3 here: eval "$(openknn env --endpoint-url '
