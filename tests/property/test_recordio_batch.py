@@ -40,8 +40,16 @@ def _outcome(data: bytes, dim: int | None, **kwargs: Any) -> Any:
         features, labels = decode_features(data, dim, **kwargs)
     except DataError as exc:
         return ("error", str(exc))
-    return ("ok", features.tobytes(), features.shape,
-            None if labels is None else labels.tobytes())
+    return ("ok", _bits(features), features.shape, None if labels is None else _bits(labels))
+
+
+def _bits(values: np.ndarray) -> bytes:
+    """The array's bytes with every NaN made the one quiet NaN: a damaged byte can make a
+    signalling NaN, which a path through float64 (the runtime's Python floats) quiets and a
+    float32 copy keeps; both are the same value to a reader."""
+    if values.dtype.kind == "f":
+        values = np.where(np.isnan(values), np.nan, values).astype(values.dtype)
+    return values.tobytes()
 
 
 def _paths(data: bytes, dim: int | None) -> list[Any]:
