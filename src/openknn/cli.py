@@ -85,6 +85,12 @@ def main(verbose: bool) -> None:
                    "default: by file name, else RecordIO-protobuf.")
 @click.option("--train-content-type", default=None, help="Content type of the train channel.")
 @click.option("--test-content-type", default=None, help="Content type of the test channel.")
+@click.option("--train-data-type", type=click.Choice(["S3Prefix", "ManifestFile"]),
+              default="S3Prefix", show_default=True,
+              help="SageMaker's S3DataType: --train is a prefix (directory) of data files, or "
+                   "a manifest that lists them ([{\"prefix\": P}, key, ...]).")
+@click.option("--test-data-type", type=click.Choice(["S3Prefix", "ManifestFile"]),
+              default="S3Prefix", show_default=True, help="The same for --test.")
 @click.option("--hp", "hps", multiple=True, metavar="NAME=VALUE",
               help="A hyperparameter, repeatable: --hp k=10 --hp feature_dim=54 ...")
 @click.option("--hyperparameters", "hp_file", type=click.Path(dir_okay=False),
@@ -106,7 +112,8 @@ def main(verbose: bool) -> None:
               show_default=True, help="With several hosts: Ray tasks, or all hosts' steps "
               "one after another in this process (same model, no Ray needed).")
 def train(train: str | None, test: str | None, content_type: str | None,
-          train_content_type: str | None, test_content_type: str | None, hps: tuple[str, ...],
+          train_content_type: str | None, test_content_type: str | None,
+          train_data_type: str, test_data_type: str, hps: tuple[str, ...],
           hp_file: str | None, output_dir: str, sm_root: str | None, threads: int | None,
           instance_count: int, distribution: str, ray_address: str | None,
           runner: str) -> None:
@@ -130,7 +137,8 @@ def train(train: str | None, test: str | None, content_type: str | None,
         return
     types = (train_content_type or content_type, test_content_type or content_type)
     hosts = Hosts(instance_count, distribution, ray_address, runner)
-    _train_local(train, test, types, hps, hp_file, output_dir, threads, hosts)
+    _train_local(train, test, types, hps, hp_file, output_dir, threads, hosts,
+                 (train_data_type, test_data_type))
 
 
 @dataclass(frozen=True)
@@ -150,7 +158,8 @@ def _terminated(signum: int, frame: object) -> None:
 @reports_errors
 def _train_local(train: str | None, test: str | None, types: tuple[str | None, str | None],
                  hps: tuple[str, ...], hp_file: str | None, output_dir: str,
-                 threads: int | None, hosts: Hosts = Hosts()) -> None:
+                 threads: int | None, hosts: Hosts = Hosts(),
+                 data_types: tuple[str, str] = ("S3Prefix", "S3Prefix")) -> None:
     import json
 
     from .errors import ChannelError, ClientError, HyperparameterError
@@ -169,7 +178,8 @@ def _train_local(train: str | None, test: str | None, types: tuple[str | None, s
     if hosts.count < 1:
         raise ClientError(f"--instance-count {hosts.count}: give 1 or more hosts")
     run = functools.partial(training.train, train, test, hyperparameters=raw,
-                            output_dir=output_dir, content_types=types, threads=threads,
+                            output_dir=output_dir, content_types=types, data_types=data_types,
+                            threads=threads,
                             instance_count=hosts.count, distribution=hosts.distribution)
     if hosts.count > 1 and hosts.runner == "ray":
         from .distributed.runner import RayRunner
@@ -392,7 +402,7 @@ _FORMATS_OPTION = click.option(
          "recordio (RecordIO-protobuf, as write_numpy_to_dense_tensor writes it).")
 
 
-def _report_channels(split: Any, channels: dict[str, Path], feature_dim: int) -> None:
+def _report_channels(split: Any, channels: dict[str, str], feature_dim: int) -> None:
     for line in split.describe():
         click.echo(line)
     rows = {"train": len(split.train_y), "test": len(split.test_y)}
@@ -419,10 +429,10 @@ def datasets_covtype(path: str | None, output: str, cache_dir: str | None,
     """Covertype as the tutorial prepares it: seed 0 shuffle, 90/10 split."""
     from .jobs import datasets
 
-    root = local_location(output, "--output")  # before minutes of download and parsing
-    raw = datasets.load_covtype(datasets.covtype_file(path, cache_dir))
-    split = datasets.tutorial_split(raw)
-    _report_channels(split, datasets.write_channels(root, split, formats), 54)
+    # --output is checked before minutes of download and parsing; s3:// is uploaded at the end
+    split, channels = datasets.write_dataset(output, lambda: datasets.tutorial_split(
+        datasets.load_covtype(datasets.covtype_file(path, cache_dir))), formats)
+    _report_channels(split, channels, 54)
 
 
 @datasets_group.command(name="fashion-mnist")
@@ -437,9 +447,9 @@ def datasets_fashion_mnist(path: str | None, output: str, formats: tuple[str, ..
     """Fashion-MNIST's 60,000 / 10,000 split, float32 pixels and labels."""
     from .jobs import datasets
 
-    root = local_location(output, "--output")
-    split = datasets.fashion_mnist_split(Path(path) if path else None)
-    _report_channels(split, datasets.write_channels(root, split, formats), 784)
+    split, channels = datasets.write_dataset(
+        output, lambda: datasets.fashion_mnist_split(Path(path) if path else None), formats)
+    _report_channels(split, channels, 784)
 
 
 @main.group()

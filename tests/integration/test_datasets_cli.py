@@ -116,3 +116,67 @@ def test_fashion_mnist_missing_folder_names_path(tmp_path: Path) -> None:
     line = one_client_error(openknn("datasets", "fashion-mnist", "--path",
                                     str(tmp_path / "none"), "--output", str(tmp_path / "o")))
     assert "Fashion-MNIST not found in" in line and "pass --path" in line
+
+
+def test_covtype_to_s3_uploads_the_channels_only_when_complete(tmp_path: Path) -> None:
+    """--output s3://…: the objects are the files a local run writes, the report names their
+    URIs, nothing is written under the working directory; a run that fails uploads nothing,
+    a missing bucket fails before any download, and a channel prefix that holds other
+    objects is refused."""
+    boto3 = pytest.importorskip("boto3")
+    s3fs = pytest.importorskip("s3fs")
+    pytest.importorskip("moto.server")
+    from ..s3_servers import moto_s3
+
+    rows = np.zeros((40, 55), np.int64)
+    rows[:, 0] = np.arange(40)
+    rows[:, 54] = np.arange(40) % 7 + 1
+    path = tmp_path / "covtype.data"
+    np.savetxt(path, rows, fmt="%d", delimiter=",")
+    (tmp_path / "work").mkdir()
+    with moto_s3() as url:
+        s3 = boto3.client("s3", endpoint_url=url, aws_access_key_id="test",
+                          aws_secret_access_key="test", region_name="us-east-1")
+        s3.create_bucket(Bucket="datasets")
+        s3fs.S3FileSystem.clear_instance_cache()
+        env = {"AWS_ACCESS_KEY_ID": "test", "AWS_SECRET_ACCESS_KEY": "test",
+               "AWS_DEFAULT_REGION": "us-east-1", "AWS_MAX_ATTEMPTS": "1",
+               "AWS_ENDPOINT_URL": url, "OPENKNN_COVTYPE_URLS": closed_port_url(),
+               "OPENKNN_CACHE": str(tmp_path / "cache")}
+
+        def stored(prefix: str) -> dict[str, bytes]:
+            listed = s3.list_objects_v2(Bucket="datasets", Prefix=prefix).get("Contents", [])
+            return {o["Key"][len(prefix):]: s3.get_object(Bucket="datasets", Key=o["Key"])[
+                "Body"].read() for o in listed}
+
+        r = openknn("datasets", "covtype", "--path", str(path), "--output",
+                    "s3://datasets/covtype/", env=env, cwd=tmp_path / "work")
+        assert r.returncode == 0, r.stderr
+        assert list((tmp_path / "work").iterdir()) == []
+        assert "train_recordio: s3://datasets/covtype/train/recordio (36 rows)" in r.stdout
+        assert ("--train s3://datasets/covtype/train/recordio --test "
+                "s3://datasets/covtype/test/recordio") in r.stdout
+        local = openknn("datasets", "covtype", "--path", str(path), "--output",
+                        str(tmp_path / "local"))
+        assert local.returncode == 0, local.stderr
+        assert stored("covtype/") == {
+            p.relative_to(tmp_path / "local").as_posix(): p.read_bytes()
+            for p in (tmp_path / "local").rglob("*") if p.is_file()}
+
+        odd = tmp_path / "odd.csv"
+        odd.write_text("1,2,3\n")
+        line = one_client_error(openknn("datasets", "covtype", "--path", str(odd), "--output",
+                                        "s3://datasets/failed/", env=env))
+        assert "not a covtype file" in line and stored("failed/") == {}
+        line = one_client_error(openknn("datasets", "covtype", "--output",
+                                        "s3://no-such-bucket/covtype/", env=env))
+        assert line == ("ClientError: --output 's3://no-such-bucket/covtype/': bucket "
+                        "'no-such-bucket' does not exist; create it (aws s3 mb "
+                        "s3://no-such-bucket) or correct the location")
+        s3.put_object(Bucket="datasets", Key="covtype/train/csv/old.csv", Body=b"1,2\n")
+        line = one_client_error(openknn("datasets", "covtype", "--path", str(path), "--output",
+                                        "s3://datasets/covtype", env=env))
+        assert line == ("ClientError: s3://datasets/covtype/train/csv already holds "
+                        "s3://datasets/covtype/train/csv/old.csv; a channel prefix must hold "
+                        "only train.csv: remove them or choose another --output")
+        s3fs.S3FileSystem.clear_instance_cache()

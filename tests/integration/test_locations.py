@@ -1,6 +1,7 @@
 """Every location openknn writes to or reads a model from is a local path, a ``file://`` URI or
-(for training and transform outputs and models, tests/integration/test_s3_channels.py) an
-``s3://`` prefix; the outputs that are not written to S3 yet, and any other scheme, fail at once
+(for training, transform and dataset outputs, models and the SDK's locations,
+tests/integration/test_s3_channels.py and test_sdk_s3.py) an ``s3://`` prefix; the outputs
+that are not written to S3 yet (bench's report), and any other scheme, fail at once
 with one ClientError line naming it, and nothing is written, least of all a local directory
 named ``s3:`` that the user would take for their S3 bucket (``Path("s3://bucket/out")`` is the
 local path ``s3:/bucket/out``)."""
@@ -51,8 +52,6 @@ def test_train_to_another_scheme_writes_no_local_directory(trained: Path) -> Non
 
 
 @pytest.mark.parametrize("args", [
-    ("datasets", "covtype", "--output", "s3://bucket/data/"),
-    ("datasets", "fashion-mnist", "--output", "s3://bucket/data/"),
     ("bench", "--quick", "--output", "s3://bucket/report/"),
 ])
 def test_every_output_option_refuses_s3_before_any_work(trained: Path,
@@ -103,8 +102,10 @@ def test_the_api_refuses_the_same_and_takes_file_uris(trained: Path, tmp_path: P
     openknn.train(trained / "train", output_dir=f"file://{tmp_path}/o", hyperparameters=HP)
     assert openknn.load_model(f"file://{tmp_path}/o/model.tar.gz").meta.k == 3
     sdk = openknn.KNN(role=None, instance_count=1, instance_type="local", k=3,
-                      sample_size=60, predictor_type="classifier", output_path="s3://b/out",
+                      sample_size=60, predictor_type="classifier", output_path="gs://b/out",
                       data_location=str(tmp_path / "data"))
     x = np.zeros((10, 4), np.float32)
-    with pytest.raises(openknn.ClientError, match=r"^output_path 's3://b/out': openknn takes"):
+    with pytest.raises(openknn.ClientError, match=r"^output_path 'gs://b/out': gs:// is not a "
+                       r"scheme openknn reads or writes; give a local path or file:// URI\. "
+                       r"Nothing was written$"):
         sdk.fit(sdk.record_set(x, np.zeros(10, np.float32)))

@@ -115,7 +115,9 @@ def test_knn_flow_every_serializer_pair(tmp_path: Path) -> None:
               data_location=str(tmp_path / "data"))
     train = knn.record_set(X[TRAIN], Y[TRAIN])
     test = knn.record_set(X[TEST], Y[TEST], channel="test")
-    assert (Path(train.s3_data) / ".amazon.manifest").exists()
+    # the SDK's shape: the RecordSet names the manifest beside the shards
+    assert Path(train.s3_data).name == ".amazon.manifest" and Path(train.s3_data).is_file()
+    assert train.s3_data_type == "ManifestFile"
     knn.fit([train, test], logs=False)
     job = knn.latest_training_job
     assert job is not None and job.name.startswith("knn-")
@@ -252,7 +254,7 @@ def test_knn_instance_count_two_trains_on_ray(tmp_path: Path) -> None:
     knn = KNN(instance_count=2, k=5, sample_size=1000, predictor_type="classifier",
               output_path=str(tmp_path / "out"), data_location=str(tmp_path / "data"))
     train = knn.record_set(X[TRAIN], Y[TRAIN])
-    assert sorted(p.name for p in Path(train.s3_data).iterdir()) == [
+    assert sorted(p.name for p in Path(train.s3_data).parent.iterdir()) == [
         ".amazon.manifest", "matrix_0.pbr", "matrix_1.pbr"]
     knn.fit([train, knn.record_set(X[TEST], Y[TEST], channel="test")], logs=False)
     log = (Path(knn.model_data).parent / "training.log").read_text()

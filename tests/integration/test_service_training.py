@@ -227,3 +227,29 @@ def test_a_stopped_job_is_stopped_and_writes_no_model(aws: boto3.Session) -> Non
     assert keys(aws, "knn/output/knn-stopped/") == []
     with pytest.raises(BotoClientError, match="the training job is in status Stopped"):
         sm.stop_training_job(TrainingJobName="knn-stopped")
+
+
+def test_a_manifest_channel_reads_the_objects_it_lists(aws: boto3.Session,
+                                                       tmp_path: Path) -> None:
+    """S3DataType ManifestFile, as the SDK's record_set sends it: the job reads the objects
+    the manifest lists, and scores as the same files on disk do."""
+    import json
+
+    client(aws, "s3").put_object(Bucket=BUCKET, Key="knn/manifests/train.manifest",
+                                 Body=json.dumps([{"prefix": f"s3://{BUCKET}/knn/train/"},
+                                                  "recordio-pb-data"]).encode())
+    body = request("knn-manifest")
+    body["InputDataConfig"][0]["DataSource"]["S3DataSource"].update(
+        S3DataType="ManifestFile", S3Uri=f"s3://{BUCKET}/knn/manifests/train.manifest",
+        S3DataDistributionType="ShardedByS3Key")
+    sm = client(aws, "sagemaker")
+    sm.create_training_job(**body)
+    job = wait(sm, "knn-manifest")
+    assert job["TrainingJobStatus"] == "Completed", job.get("FailureReason")
+    for name, rows in SPLITS.items():
+        (tmp_path / name).mkdir()
+        with open(tmp_path / name / "data", "wb") as f:
+            write_numpy_to_dense_tensor(f, X[rows], Y[rows])
+    local = training.train(tmp_path / "train", tmp_path / "test", hyperparameters=HP,
+                           output_dir=tmp_path / "out")
+    assert job["FinalMetricDataList"][0]["Value"] == local.metrics["test:accuracy"]

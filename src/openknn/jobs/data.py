@@ -15,7 +15,7 @@ from ..formats import csv as csv_format
 from ..formats import recordio
 from ..formats.media import CSV, RECORDIO, parse_media_type
 from .progress import Progress
-from .storage import DataFile, list_channel, open_binary
+from .storage import S3_PREFIX, DataFile, list_channel, open_binary
 
 log = logging.getLogger(__name__)
 
@@ -30,6 +30,7 @@ class Channel:
     location: str
     content_type: str | None = None
     distribution: str = "FullyReplicated"  # or ShardedByS3Key (SageMaker's S3DataDistributionType)
+    data_type: str = S3_PREFIX  # or ManifestFile: location names a manifest (S3DataType)
 
 
 @dataclass
@@ -107,7 +108,7 @@ def iter_blocks(channel: Channel, feature_dim: int, batch_size: int,
 
     ``files`` restricts the read to a subset (one host's shard); by default all files.
     """
-    files = list_channel(channel.location) if files is None else files
+    files = list_channel(channel.location, channel.data_type) if files is None else files
     media, _ = resolve_content_type(channel.content_type, files)
     for file in files:
         for feats, labels, first in _file_blocks(file, media, feature_dim):
@@ -123,7 +124,7 @@ def iter_blocks(channel: Channel, feature_dim: int, batch_size: int,
 
 def require_files(channel: Channel) -> list[DataFile]:
     """The channel's files, or a ChannelError saying the channel is empty."""
-    files = list_channel(channel.location)
+    files = list_channel(channel.location, channel.data_type)
     if not files:
         raise ChannelError(
             f"Channel {channel.name!r} at {channel.location!r} has no data files; put the "

@@ -23,7 +23,7 @@ from ..errors import ChannelError, ClientError, DataError, DownloadError
 from ..settings import CACHE as CACHE_ENV
 from ..settings import COVTYPE_URLS as COVTYPE_URLS_ENV
 from .outputs import atomic_file
-from .storage import local_location
+from .storage import is_remote, join, list_channel, local_location, staged_output
 
 log = logging.getLogger(__name__)
 
@@ -365,6 +365,37 @@ def write_channels(output: str | os.PathLike[str], split: Split,
         with atomic_file(path) as f:
             _WRITERS[fmt](f, *parts[part])
     return {name: path.parent for name, path in files.items()}
+
+
+def write_dataset(output: str | os.PathLike[str], make_split: Callable[[], Split],
+                  formats: Sequence[str] = FORMATS) -> tuple[Split, dict[str, str]]:
+    """``write_channels`` to ``output``, a directory, ``file://`` URI or ``s3://`` prefix, of
+    the split ``make_split`` reads (minutes, for covtype): the location is checked first (a
+    missing bucket fails before any download), and in S3 the channels are written into a
+    private temporary directory and uploaded only when the whole data set is written
+    (``storage.staged_output``). Returns the split and each channel's location."""
+    text = os.fspath(output)
+    with staged_output(text, "--output") as root:
+        if is_remote(text):
+            for part in ("train", "test"):
+                for fmt in formats:
+                    _check_only_object(join(text, f"{part}/{fmt}"),
+                                       _channel_file(Path(), part, fmt).name)
+        split = make_split()
+        written = write_channels(root, split, formats)
+    if not is_remote(text):
+        return split, {name: str(path) for name, path in written.items()}
+    return split, {name: join(text, path.relative_to(root).as_posix())
+                   for name, path in written.items()}
+
+
+def _check_only_object(prefix: str, name: str) -> None:
+    """``_check_only_file`` for an ``s3://`` channel prefix: it may hold only ``name``."""
+    others = sorted(f.uri for f in list_channel(prefix) if f.name != name)
+    if others:
+        raise ChannelError(f"{prefix} already holds {', '.join(others[:3])}"
+                           f"{' …' if len(others) > 3 else ''}; a channel prefix must hold "
+                           f"only {name}: remove them or choose another --output")
 
 
 def fashion_mnist_split(directory: Path | None = None) -> Split:

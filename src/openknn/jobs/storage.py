@@ -1,11 +1,13 @@
 """Where data lives: list the files of a channel location (a local path, ``file://`` or
-``s3://``) and open them as binary streams; and the local path of a location openknn writes
-to or loads a model from (a path or ``file://`` only, for now)."""
+``s3://``; a prefix, or a SageMaker manifest that lists them) and open them as binary
+streams; and the locations openknn writes to or loads a model from (a path, ``file://`` or,
+staged and uploaded on success, ``s3://``)."""
 
 from __future__ import annotations
 
 import contextlib
 import functools
+import json
 import os
 import re
 import tempfile
@@ -20,6 +22,8 @@ from .progress import Progress
 
 URI = re.compile(r"(?P<scheme>[A-Za-z][A-Za-z0-9+.-]*)://")
 PROGRESS_EVERY_S = 10.0  # an upload's log line, off a terminal
+S3_PREFIX, MANIFEST_FILE = "S3Prefix", "ManifestFile"  # SageMaker's S3DataType values
+DATA_TYPES = (S3_PREFIX, MANIFEST_FILE)
 
 
 @dataclass(frozen=True)
@@ -177,7 +181,7 @@ def remote_error(exc: Exception, location: str,
     answer); None for anything else, which stays openknn's own fault."""
     bucket = urlparse(location).netloc
     kind = type(exc).__name__
-    if isinstance(exc, FileNotFoundError) and "bucket" in str(exc).lower():
+    if _no_such_bucket(exc, location):
         return ChannelError(f"{what} {location!r}: bucket {bucket!r} does not exist; "
                             f"create it (aws s3 mb s3://{bucket}) or correct the location")
     if isinstance(exc, FileNotFoundError):
@@ -197,6 +201,20 @@ def remote_error(exc: Exception, location: str,
                             f"({exc}); check AWS_ENDPOINT_URL / AWS_ENDPOINT_URL_S3 and that "
                             "the server is running")
     return None
+
+
+def _no_such_bucket(exc: Exception, location: str) -> bool:
+    """Whether a FileNotFoundError says the bucket is missing (s3fs: "The specified bucket
+    does not exist"), not a key: the location's own text, which may hold the word (bucket
+    ``my-bucket``), is left out of the test."""
+    if not isinstance(exc, FileNotFoundError):
+        return False
+    text = str(exc).lower()
+    if "specified bucket" in text or "nosuchbucket" in text:
+        return True
+    for name in (location, urlparse(location).netloc, location.split("://", 1)[-1]):
+        text = text.replace(name.lower(), "")
+    return "bucket" in text
 
 
 def _list_remote(location: str) -> list[DataFile]:
@@ -224,8 +242,15 @@ def _find_remote(location: str) -> list[DataFile]:
     return out
 
 
-def list_channel(location: str) -> list[DataFile]:
-    """The data files of a channel location, in sorted key order (hidden files skipped)."""
+def list_channel(location: str, data_type: str = S3_PREFIX) -> list[DataFile]:
+    """The data files of a channel location: for ``S3Prefix`` (SageMaker's S3DataType) every
+    file under it in sorted key order (hidden files skipped); for ``ManifestFile`` the
+    files the manifest at ``location`` lists, in its order (``list_manifest``)."""
+    if data_type == MANIFEST_FILE:
+        return list_manifest(location)
+    if data_type != S3_PREFIX:
+        raise ChannelError(f"S3DataType {data_type!r} of channel location {location!r} is not "
+                           f"one k-NN reads; give {S3_PREFIX} or {MANIFEST_FILE}")
     local = _local_path(location)
     files = _list_local(local, location) if local is not None else _list_remote(location)
     return files
@@ -247,3 +272,136 @@ def open_binary(file: DataFile) -> IO[bytes]:
             raise
         raise error from None
     return result
+
+
+# ---------------------------------------------------------------- ManifestFile channels
+
+MANIFEST_LIMIT = 64 << 20  # bytes: a manifest is a list of keys, never data
+MANIFEST_SHAPE = ('expected a JSON list like [{"prefix": "s3://bucket/prefix/"}, "key-1", '
+                  '"key-2"], as the SageMaker SDK\'s record_set writes it')
+
+
+def read_bytes(location: str, what: str, limit: int | None = None) -> bytes | None:
+    """The bytes of a local file or ``s3://`` object (at most ``limit`` + 1 of them, so the
+    caller can tell one over its limit), or None where nothing is there. A missing bucket,
+    access denied or an endpoint that does not answer is one ChannelError naming ``what``."""
+    local = _local_path(location)
+    if local is not None:
+        if not local.exists():
+            return None
+        try:
+            with open(local, "rb") as f:
+                return f.read(-1 if limit is None else limit + 1)
+        except OSError as exc:
+            raise ChannelError(f"Cannot read {what} {location!r}: {exc.strerror}; give a "
+                               "readable file") from None
+    try:
+        fs, path = _fsspec().core.url_to_fs(location)
+        data: bytes = fs.cat_file(path, start=0, end=None if limit is None else limit + 1)
+    except Exception as exc:
+        if isinstance(exc, FileNotFoundError) and not _no_such_bucket(exc, location):
+            return None
+        error = remote_error(exc, location, what)
+        if error is None:
+            raise
+        raise error from None
+    return data
+
+
+def parse_manifest(data: bytes, location: str) -> tuple[str, list[str]]:
+    """A SageMaker manifest's prefix and keys (``[{"prefix": P}, key, ...]``); anything else
+    is one ChannelError saying what is wrong with it."""
+    def malformed(reason: str) -> ChannelError:
+        return ChannelError(f"Manifest {location!r} is not a SageMaker manifest: {reason}; "
+                            f"{MANIFEST_SHAPE}")
+
+    try:
+        doc = json.loads(data)
+    except ValueError as exc:  # JSONDecodeError and UnicodeDecodeError alike
+        raise malformed(f"it is not JSON ({exc})") from None
+    if not isinstance(doc, list) or not doc:
+        raise malformed(f"it is a JSON {type(doc).__name__}, not a list" if not
+                        isinstance(doc, list) else "it is an empty list")
+    head = doc[0]
+    if not isinstance(head, dict) or not isinstance(head.get("prefix"), str) or (
+            not head["prefix"]):
+        raise malformed(f'its first element is {json.dumps(head)[:80]}, not {{"prefix": "..."}}')
+    if len(doc) == 1:
+        raise malformed("it lists no keys after the prefix")
+    for number, key in enumerate(doc[1:], 2):
+        if not isinstance(key, str) or not key:
+            raise malformed(f"element {number} is {json.dumps(key)[:80]}, not a key string")
+    return head["prefix"], doc[1:]
+
+
+def list_manifest(location: str) -> list[DataFile]:
+    """The files of a ``ManifestFile`` channel: the manifest at ``location`` (a local file,
+    ``file://`` or ``s3://`` object) lists keys relative to its prefix, and each file is
+    prefix + key (joined as SageMaker joins them, by concatenation), in the manifest's
+    order. Every one must exist; the first missing one is named, with the manifest. A file
+    listed twice is refused (decision 36): its records would be read twice, under one id."""
+    local = _local_path(location)
+    if local is not None and local.is_dir():
+        raise ChannelError(f"Manifest {location!r} is a directory; a ManifestFile channel names "
+                           "the manifest file itself, and a directory of data files is an "
+                           "S3Prefix channel")
+    data = read_bytes(location, "Manifest", MANIFEST_LIMIT)
+    if data is None:
+        raise ChannelError(f"Manifest {location!r} does not exist; a ManifestFile channel "
+                           "names the manifest itself (e.g. s3://bucket/prefix/.amazon.manifest)"
+                           ", not the prefix that holds it")
+    if len(data) > MANIFEST_LIMIT:
+        raise ChannelError(f"Manifest {location!r} is over {MANIFEST_LIMIT >> 20} MiB, too "
+                           f"large for a list of keys; {MANIFEST_SHAPE}. For a prefix of data "
+                           "files, give the channel as S3Prefix")
+    prefix, keys = parse_manifest(data, location)
+    files: dict[str, DataFile] = {}
+    for key in keys:
+        file = _listed_file(location, key, prefix + key)
+        if file.uri in files:
+            raise ChannelError(f"Manifest {location!r} lists {file.uri!r} twice (as {key!r}); "
+                               "list each file once")
+        files[file.uri] = file
+    return list(files.values())
+
+
+def _listed_file(manifest: str, key: str, uri: str) -> DataFile:
+    missing = ChannelError(f"Manifest {manifest!r} lists {key!r}, but {uri!r} does not exist; "
+                           "put the file there or remove the key from the manifest")
+    local = _local_path(uri)
+    if local is None:
+        size = object_size(uri, "Manifest key")
+    else:
+        size = local.stat().st_size if local.is_file() else None
+    if size is None:
+        raise missing
+    return DataFile(uri if local is None else str(local), size)
+
+
+def require_bucket(location: str, what: str) -> None:
+    """Fail now, before any work, when the bucket of the ``s3://`` ``location`` does not
+    exist (as ``staged_output`` does on entry); nothing for a local location."""
+    if not is_remote(location):
+        return
+    fs, root = _fsspec().core.url_to_fs(location)
+    bucket = root.split("/", 1)[0]
+    if not _remote_call(location, what, fs.exists, bucket):
+        raise ChannelError(f"{what} {location!r}: bucket {bucket!r} does not exist; create it "
+                           f"(aws s3 mb s3://{bucket}) or correct the location")
+
+
+def object_size(location: str, what: str) -> int | None:
+    """The size of the ``s3://`` object ``location``, or None where there is none (a key
+    that is missing or only a prefix); a missing bucket, access denied or an endpoint that
+    does not answer is one ChannelError naming ``what``."""
+    try:
+        fs, path = _fsspec().core.url_to_fs(location)
+        info = fs.info(path)
+    except Exception as exc:
+        if isinstance(exc, FileNotFoundError) and not _no_such_bucket(exc, location):
+            return None
+        error = remote_error(exc, location, what)
+        if error is None:
+            raise
+        raise error from None
+    return int(info.get("size", 0)) if info.get("type") == "file" else None

@@ -27,7 +27,7 @@ from . import artifact, outputs
 from .data import Channel, iter_blocks, require_files
 from .progress import Progress
 from .runner import LocalRunner, Runner
-from .storage import DataFile, staged_output
+from .storage import S3_PREFIX, DataFile, staged_output
 
 log = logging.getLogger(__name__)
 F = TypeVar("F")
@@ -78,7 +78,7 @@ def resolve(spec: TrainingJobSpec) -> dict[str, Any]:
 
 def sample_shard(channel: Channel, files: Sequence[DataFile], ordinals: Sequence[int],
                  hp: Mapping[str, Any], sample: KeyedSample, rank: int = 0) -> HostSample:
-    """Step 2 (per host): stream files (the channel's ``ordinals``-th in sorted key order)
+    """Step 2 (per host): stream files (the channel's ``ordinals``-th in its order)
     into a sample; a record's id, hence its key, is its file's ordinal and its place there."""
     ordinal_of = {f.uri: o for f, o in zip(files, ordinals)}
     with Progress(f"reading {channel.name}") as progress:
@@ -200,8 +200,8 @@ def host_name(rank: int) -> str:
 
 
 def shard(files: Sequence[F], rank: int, workers: int, distribution: str) -> list[F]:
-    """Host ``rank``'s files: every ``workers``-th in sorted key order (ShardedByS3Key), or
-    all of them (FullyReplicated)."""
+    """Host ``rank``'s files: every ``workers``-th in the channel's order (sorted keys, or a
+    manifest's order) for ShardedByS3Key, or all of them (FullyReplicated)."""
     if distribution == SHARDED:
         return list(files[rank::workers])
     if distribution == REPLICATED:
@@ -225,7 +225,8 @@ def host_sample(hp: Mapping[str, Any], distribution: str, rank: int,
 def sample_host(channel: Channel, files: Sequence[DataFile], hp: Mapping[str, Any], rank: int,
                 workers: int) -> HostSample:
     """One host's part of step 2 (run on that host), given all the channel's files in
-    sorted key order: its shard of them into its sample."""
+    the channel's order (sorted keys, or a manifest's order): its shard of them into its
+    sample."""
     ordinals = shard(range(len(files)), rank, workers, channel.distribution)
     mine = [files[o] for o in ordinals]
     if workers > 1:
@@ -274,19 +275,23 @@ def claim_outputs(spec: TrainingJobSpec) -> Iterator[None]:
 def train(train: str | os.PathLike[str], test: str | os.PathLike[str] | None = None, *,
           hyperparameters: Mapping[str, object], output_dir: str | os.PathLike[str],
           content_types: tuple[str | None, str | None] = (None, None),
+          data_types: tuple[str, str] = (S3_PREFIX, S3_PREFIX),
           threads: int | None = None, instance_count: int = 1,
           distribution: str = "FullyReplicated", runner: Runner | None = None,
           on_stage: Callable[[str], None] | None = None) -> TrainingResult:
     """``openknn train`` as a function: the ``train`` (and ``test``) channel, each a directory,
     file or ``file://`` URI of CSV or RecordIO-protobuf (``content_types`` where the names do
-    not say), trained with SageMaker's ``hyperparameters`` (strings or values) into
+    not say) — or, where ``data_types`` says ``ManifestFile``, a SageMaker manifest listing
+    them — trained with SageMaker's ``hyperparameters`` (strings or values) into
     ``output_dir``/model.tar.gz and metrics.json (a directory, ``file://`` URI or ``s3://``
     prefix, where both objects appear only when the job succeeds: ``storage.staged_output``);
     ``instance_count`` hosts sample the train channel, split by ``distribution``, in this
     process unless a ``runner`` is given; ``on_stage`` is told each step as it starts."""
-    channels = {TRAIN: Channel(TRAIN, os.fspath(train), content_types[0], distribution)}
+    channels = {TRAIN: Channel(TRAIN, os.fspath(train), content_types[0], distribution,
+                               data_types[0])}
     if test is not None:
-        channels[TEST] = Channel(TEST, os.fspath(test), content_types[1])
+        channels[TEST] = Channel(TEST, os.fspath(test), content_types[1],
+                                 data_type=data_types[1])
     with staged_output(output_dir, "--output-dir", last=(MODEL_TAR,)) as output:
         return run(TrainingJobSpec(hyperparameters, channels, output_dir=output,
                                    threads=threads, instance_count=instance_count,

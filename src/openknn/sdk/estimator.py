@@ -5,8 +5,10 @@ from __future__ import annotations
 
 import importlib.util
 import json
+import os
 import subprocess
 import sys
+import tempfile
 import threading
 import time
 from collections.abc import Mapping, Sequence
@@ -19,7 +21,18 @@ import numpy as np
 from ..core import gpu, hyperparameters
 from ..errors import ClientError, DataError, MissingExtraError
 from ..formats import recordio
-from ..jobs.storage import local_location
+from ..jobs.storage import (
+    DATA_TYPES,
+    MANIFEST_FILE,
+    S3_PREFIX,
+    is_remote,
+    join,
+    local_location,
+    object_size,
+    read_bytes,
+    require_bucket,
+    staged_output,
+)
 from . import endpoints
 from .predictor import KNNPredictor, Predictor
 from .serializers import BaseDeserializer, BaseSerializer
@@ -41,40 +54,50 @@ def timestamp() -> str:
 
 @dataclass
 class TrainingInput:
-    """One channel: where its data is, and optionally its content type."""
+    """One channel: where its data is (a local path, ``file://`` or ``s3://``), optionally its
+    content type, and SageMaker's S3DataType: ``S3Prefix`` (every file under ``s3_data``) or
+    ``ManifestFile`` (``s3_data`` is a manifest listing them)."""
 
     s3_data: str
     content_type: str | None = None
     distribution: str = "FullyReplicated"
+    s3_data_type: str = S3_PREFIX
 
 
 @dataclass
 class RecordSet:
-    """RecordIO-protobuf shards of an array, as ``KNN.record_set`` writes them."""
+    """RecordIO-protobuf shards of an array, as ``KNN.record_set`` writes them: ``s3_data``
+    is their manifest (``s3_data_type`` ManifestFile), as in the SDK."""
 
     s3_data: str
     num_records: int
     feature_dim: int
-    s3_data_type: str = "ManifestFile"
+    s3_data_type: str = MANIFEST_FILE
     channel: str = "train"
     distribution: str = "ShardedByS3Key"
 
     def data_channel(self) -> dict[str, TrainingInput]:
-        return {self.channel: TrainingInput(self.s3_data, None, self.distribution)}
+        return {self.channel: TrainingInput(self.s3_data, None, self.distribution,
+                                            self.s3_data_type)}
 
 
 class TrainingJob:
-    """A running or finished `openknn train` process and what it reported."""
+    """A running or finished `openknn train` process and what it reported. ``output_dir`` is
+    a local directory (``training.log`` is written there too) or an ``s3://`` prefix, where
+    the job uploads ``model.tar.gz`` and ``metrics.json`` when it succeeds."""
 
-    def __init__(self, name: str, output_dir: Path, proc: subprocess.Popen[str]) -> None:
+    def __init__(self, name: str, output_dir: Path | str, proc: subprocess.Popen[str],
+                 private_files: Sequence[Path] = ()) -> None:
         self.name = name
         self.output_dir = output_dir
         self._proc = proc
         self._lines: list[str] = []
+        self._private_files = list(private_files)  # removed when the job ends
+        self._metrics: dict[str, Any] | None = None
 
     @property
     def model_data(self) -> str:
-        return str(self.output_dir / "model.tar.gz")
+        return join(self.output_dir, "model.tar.gz")
 
     def _pump(self, logs: bool) -> None:
         assert self._proc.stderr is not None
@@ -84,7 +107,10 @@ class TrainingJob:
                 sys.stdout.write(line)
                 sys.stdout.flush()
         self._proc.wait()
-        (self.output_dir / "training.log").write_text("".join(self._lines))
+        for path in self._private_files:
+            path.unlink(missing_ok=True)
+        if isinstance(self.output_dir, Path):
+            (self.output_dir / "training.log").write_text("".join(self._lines))
 
     def wait(self, logs: bool = True) -> None:
         """Block until the job ends; raise UnexpectedStatusException if it failed."""
@@ -100,8 +126,16 @@ class TrainingJob:
         return f"exit status {self._proc.returncode}"
 
     def metrics(self) -> dict[str, Any]:
-        path = self.output_dir / "metrics.json"
-        return dict(json.loads(path.read_text())) if path.exists() else {}
+        """The job's metrics.json (read from S3 for an ``s3://`` output, once the job has
+        ended); empty while there is none."""
+        if self._metrics is not None:
+            return self._metrics
+        ended = self._proc.poll() is not None
+        data = read_bytes(join(self.output_dir, "metrics.json"), "metrics.json")
+        metrics = dict(json.loads(data)) if data else {}
+        if ended:
+            self._metrics = metrics
+        return metrics
 
     def describe(self) -> dict[str, Any]:
         """The fields of DescribeTrainingJob that a notebook reads."""
@@ -138,6 +172,30 @@ def _channels(inputs: Any) -> dict[str, TrainingInput]:
         return out
     raise ClientError(f"fit() cannot use {type(inputs).__name__}; pass a RecordSet, a list of "
                       "RecordSets, or a dict like {'train': path, 'test': path}")
+
+
+def _channel_args(channels: Mapping[str, TrainingInput]) -> list[str]:
+    """The channels as `openknn train` options. A local location must exist (checked here,
+    before any job starts); an ``s3://`` one is passed on as it is, and the job itself names
+    a missing bucket, prefix, manifest or key."""
+    args: list[str] = []
+    for channel, spec in channels.items():
+        if channel not in ("train", "test"):
+            raise ClientError(f"Unknown channel {channel!r}; k-NN reads 'train' and 'test'")
+        if spec.s3_data_type not in DATA_TYPES:
+            raise ClientError(f"Channel {channel!r}: s3_data_type {spec.s3_data_type!r} is not "
+                              f"one k-NN reads; give {' or '.join(map(repr, DATA_TYPES))}")
+        location = spec.s3_data
+        if not is_remote(location):
+            path = local_location(location, "TrainingInput")
+            if not path.exists():
+                raise ClientError(f"Channel {channel!r} location {spec.s3_data!r} does not "
+                                  "exist; write the data there first or fix the path")
+            location = str(path)
+        args += [f"--{channel}", location, f"--{channel}-data-type", spec.s3_data_type]
+        if spec.content_type:
+            args += [f"--{channel}-content-type", spec.content_type]
+    return args
 
 
 class Estimator:
@@ -177,43 +235,54 @@ class Estimator:
     def fit(self, inputs: Any = None, wait: bool = True, logs: bool = True,
             job_name: str | None = None, **kwargs: Any) -> None:
         """Run a training job over the channels; its model lands in
-        ``output_path/<job_name>/output/model.tar.gz``."""
+        ``output_path/<job_name>/output/model.tar.gz`` (a local directory or, uploaded when
+        the job succeeds, an ``s3://`` prefix)."""
         channels = _channels(inputs) if inputs is not None else {}
         if "train" not in channels:
             raise DataError("Must provide train channel.")  # a ValueError, as in the SDK
         hyperparameters.parse(self._hyperparameters)  # fail before any job starts
-        name = self._job_name(job_name)
-        out = local_location(self.output_path, "output_path") / name / "output"
-        out.mkdir(parents=True, exist_ok=True)
-        # _num_gpus follows the instance type (ml.p* / ml.g* / local_gpu: a GPU) unless set.
-        _write_hyperparameters(out.parent / "hyperparameters.json",
-                               {"_num_gpus": gpu.for_instance_type(self.instance_type),
-                                **self._hyperparameters})
-        args = [sys.executable, "-m", "openknn", "train", "--hyperparameters",
-                str(out.parent / "hyperparameters.json"), "--output-dir", str(out)]
+        job_args = _channel_args(channels)
         if self.instance_count > 1:
             if importlib.util.find_spec("ray") is None:
                 raise MissingExtraError(f"instance_count={self.instance_count}", "ray", "ray")
-            args += ["--instance-count", str(self.instance_count), "--distribution",
-                     channels["train"].distribution]
-        for channel, spec in channels.items():
-            if channel not in ("train", "test"):
-                raise ClientError(f"Unknown channel {channel!r}; k-NN reads 'train' and 'test'")
-            location = local_location(spec.s3_data, "TrainingInput")
-            if not location.exists():
-                raise ClientError(f"Channel {channel!r} location {spec.s3_data!r} does not "
-                                  "exist; write the data there first or fix the path")
-            args += [f"--{channel}", str(location)]
-            if spec.content_type:
-                args += [f"--{channel}-content-type", spec.content_type]
-        proc = subprocess.Popen(args, stderr=subprocess.PIPE, stdout=subprocess.DEVNULL,
-                                stdin=subprocess.DEVNULL, text=True)
-        self.latest_training_job = TrainingJob(name, out, proc)
+            job_args += ["--instance-count", str(self.instance_count), "--distribution",
+                         channels["train"].distribution]
+        name = self._job_name(job_name)
+        # _num_gpus follows the instance type (ml.p* / ml.g* / local_gpu: a GPU) unless set.
+        hp = {"_num_gpus": gpu.for_instance_type(self.instance_type), **self._hyperparameters}
+        out, hp_file, private = self._job_output(name)
+        args = [sys.executable, "-m", "openknn", "train", "--hyperparameters",
+                str(hp_file), "--output-dir", str(out), *job_args]
+        try:
+            _write_hyperparameters(hp_file, hp)
+            proc = subprocess.Popen(args, stderr=subprocess.PIPE, stdout=subprocess.DEVNULL,
+                                    stdin=subprocess.DEVNULL, text=True)
+        except BaseException:
+            for path in private:
+                path.unlink(missing_ok=True)
+            raise
+        self.latest_training_job = TrainingJob(name, out, proc, private)
         if wait:
             self.latest_training_job.wait(logs)
         else:
             threading.Thread(target=self.latest_training_job._pump, args=(False,),
                              daemon=True).start()
+
+    def _job_output(self, name: str) -> tuple[Path | str, Path, list[Path]]:
+        """The job's output location, where its hyperparameters.json is written, and the
+        private files to remove when it ends. A local ``output_path`` holds both
+        (``<job>/output`` and ``<job>/hyperparameters.json``); for an ``s3://`` one the bucket
+        is checked now, before any job starts, and the hyperparameters go to a private
+        temporary file (mode 0600), never to S3 nor to a local path made of the URI."""
+        if is_remote(self.output_path):
+            out = f"{self.output_path.rstrip('/')}/{name}/output"
+            require_bucket(out, "output_path")
+            handle, hp_file = tempfile.mkstemp(prefix=f"openknn-{name}-", suffix=".json")
+            os.close(handle)
+            return out, Path(hp_file), [Path(hp_file)]
+        local = local_location(self.output_path, "output_path") / name / "output"
+        local.mkdir(parents=True, exist_ok=True)
+        return local, local.parent / "hyperparameters.json", []
 
     @property
     def model_data(self) -> str:
@@ -257,13 +326,11 @@ class Model:
         if initial_instance_count > 1 and importlib.util.find_spec("ray") is None:
             raise MissingExtraError(f"initial_instance_count={initial_instance_count}", "ray",
                                     "ray")
-        model_data = local_location(self.model_data, "model_data")
-        if not model_data.exists():
-            raise ClientError(f"model_data {self.model_data!r} does not exist")
+        model_data = self._checked_model_data()
         name = endpoint_name or f"knn-{timestamp()}"
         replicas = max(1, initial_instance_count)
         # Ray Serve replicas search on the CPU; one endpoint follows its instance type.
-        endpoints.create(name, str(model_data), replicas=replicas,
+        endpoints.create(name, model_data, replicas=replicas,
                          gpus=gpu.for_instance_type(instance_type) if replicas == 1 else None)
         predictor = self.predictor_cls(name)
         if serializer is not None:
@@ -271,6 +338,22 @@ class Model:
         if deserializer is not None:
             predictor.deserializer = deserializer
         return predictor
+
+
+    def _checked_model_data(self) -> str:
+        """``model_data`` as the endpoint loads it: a local path that exists, or an
+        ``s3://`` object (the endpoint reads it in place) that exists now, so a wrong URI
+        fails here, named, rather than in the endpoint's log."""
+        if is_remote(self.model_data):
+            if object_size(self.model_data, "model_data") is None:
+                raise ClientError(f"model_data {self.model_data!r} does not exist; give the "
+                                  "s3:// URI of a model.tar.gz object (a training job's "
+                                  "estimator.model_data)")
+            return self.model_data
+        path = local_location(self.model_data, "model_data")
+        if not path.exists():
+            raise ClientError(f"model_data {self.model_data!r} does not exist")
+        return str(path)
 
 
 class KNNModel(Model):
@@ -311,27 +394,29 @@ class KNN(Estimator):
     def record_set(self, train: np.ndarray, labels: np.ndarray | None = None,
                    channel: str = "train", encrypt: bool = False,
                    distribution: str = "ShardedByS3Key") -> RecordSet:
-        """Write ``train`` (and ``labels``) as ``instance_count`` RecordIO shards plus a
-        manifest under ``data_location``, as the SDK uploads them."""
+        """Write ``train`` (and ``labels``) as ``instance_count`` RecordIO shards
+        ``matrix_<i>.pbr`` plus the ``.amazon.manifest`` that lists them under
+        ``data_location/KNN-<timestamp>/``, as the SDK's ``upload_numpy_to_s3_shards`` does;
+        the RecordSet names the manifest (``ManifestFile``). For an ``s3://`` data_location
+        the bucket is checked first and the objects are uploaded, the manifest last, once
+        every shard is written."""
         shards = self.instance_count
         if train.ndim != 2:
             raise ClientError(f"record_set needs a 2-D array, got shape {train.shape}")
         if train.shape[0] < shards:
             raise ClientError("Array length is less than num shards")
-        root = local_location(self.data_location, "data_location") / f"KNN-{timestamp()}"
-        root.mkdir(parents=True, exist_ok=True)
-        names = []
-        size = train.shape[0] // shards  # the last shard takes the remainder
-        bounds = [i * size for i in range(shards)] + [train.shape[0]]
-        width = len(str(shards))
-        for i in range(shards):
-            name = f"matrix_{i:0{width}d}.pbr"
-            with open(root / name, "wb") as f:
-                part = slice(bounds[i], bounds[i + 1])
-                recordio.write_dense(f, train[part], None if labels is None else labels[part])
-            names.append(name)
-        (root / MANIFEST).write_text(json.dumps([{"prefix": f"{root}/"}, *names]))
-        return RecordSet(str(root), int(train.shape[0]), int(train.shape[1]), channel=channel,
+        folder = f"{type(self).__name__}-{timestamp()}"
+        if is_remote(self.data_location):
+            prefix = f"{self.data_location.rstrip('/')}/{folder}/"
+            with staged_output(prefix, "data_location", last=(MANIFEST,)) as staging:
+                _write_record_set(staging, prefix, train, labels, shards)
+            manifest = prefix + MANIFEST
+        else:
+            root = local_location(self.data_location, "data_location") / folder
+            root.mkdir(parents=True, exist_ok=True)
+            _write_record_set(root, f"{root.resolve()}/", train, labels, shards)
+            manifest = str(root / MANIFEST)
+        return RecordSet(manifest, int(train.shape[0]), int(train.shape[1]), channel=channel,
                          distribution=distribution)
 
     def fit(self, records: Any = None, mini_batch_size: int | None = None,  # type: ignore[override]
@@ -346,6 +431,24 @@ class KNN(Estimator):
         if mini_batch_size is not None:
             self.set_hyperparameters(mini_batch_size=mini_batch_size)
         super().fit(records, wait, logs, job_name)
+
+
+def _write_record_set(root: Path, prefix: str, train: np.ndarray, labels: np.ndarray | None,
+                      shards: int) -> None:
+    """The SDK's shards (``_build_shards``: equal parts, the last one taking the remainder;
+    names zero-padded to the count's width) and its manifest, ``[{"prefix": prefix},
+    "matrix_0.pbr", ...]`` as ``json.dumps`` writes it, into the directory ``root``."""
+    size = train.shape[0] // shards
+    bounds = [i * size for i in range(shards)] + [train.shape[0]]
+    width = len(str(shards))
+    names = []
+    for i in range(shards):
+        name = f"matrix_{i:0{width}d}.pbr"
+        with open(root / name, "wb") as f:
+            part = slice(bounds[i], bounds[i + 1])
+            recordio.write_dense(f, train[part], None if labels is None else labels[part])
+        names.append(name)
+    (root / MANIFEST).write_text(json.dumps([{"prefix": prefix}, *names]))
 
 
 def image_uri(*args: Any, **kwargs: Any) -> str:

@@ -64,6 +64,8 @@ def run(job: dict[str, Any]) -> int:
             hyperparameters=job["hyperparameters"], output_dir=job["output"],
             content_types=(channels["train"].get("content_type"),
                            test.get("content_type") if test else None),
+            data_types=(channels["train"].get("data_type", "S3Prefix"),
+                        test.get("data_type", "S3Prefix") if test else "S3Prefix"),
             instance_count=job["instance_count"],
             distribution=channels["train"].get("distribution", "FullyReplicated"),
             runner=runner, on_stage=lambda name: emit(stage=name, time=time.time()))
