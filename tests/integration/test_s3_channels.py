@@ -2,8 +2,9 @@
 (AWS_ENDPOINT_URL and the credentials in the environment), against moto's S3 server on
 127.0.0.1: the model trained from s3:// RecordIO channels is the model trained from the same
 files on disk; a model.tar.gz object answers invoke and transform as its local copy does; and
-a missing bucket, prefix or key and an endpoint that does not answer are each one ClientError
-line naming the location and the fix."""
+a missing bucket, prefix or key, an endpoint that does not answer and access denied (moto's
+server with IAM authorization on: a user with no policy, an unknown key) are each one
+ClientError line naming the location and the fix."""
 
 from __future__ import annotations
 
@@ -269,3 +270,68 @@ def test_two_hosts_shard_the_s3_keys(endpoint: str, tmp_path: Path) -> None:
     assert read == [250, 250]
     assert (artifact.model_bytes(artifact.load(tmp_path / "s3o" / "model.tar.gz"))
             == artifact.model_bytes(artifact.load(tmp_path / "local" / "model.tar.gz")))
+
+
+@pytest.fixture(scope="module")
+def authorizing_endpoint(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """moto's server in its own process with IAM authorization on
+    (INITIAL_NO_AUTH_ACTION_COUNT: the first requests, which set up a bucket, an object and a
+    user with no policy, are not checked; every one after them is)."""
+    import socket
+    import subprocess
+    import sys
+    import time
+
+    import httpx
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    url = f"http://127.0.0.1:{port}"
+    log = open(tmp_path_factory.mktemp("moto") / "moto.log", "wb")
+    proc = subprocess.Popen([sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p",
+                             str(port)], stdout=log, stderr=log,
+                            env={"PATH": "/usr/bin:/bin", "INITIAL_NO_AUTH_ACTION_COUNT": "4"})
+    try:
+        deadline = time.monotonic() + 30
+        while True:
+            try:
+                httpx.get(f"{url}/moto-api/", timeout=1)
+                break
+            except httpx.TransportError:
+                if time.monotonic() > deadline or proc.poll() is not None:
+                    raise RuntimeError("moto's server did not start") from None
+                time.sleep(0.1)
+        keys = {"aws_access_key_id": "test", "aws_secret_access_key": "test",
+                "region_name": "us-east-1", "endpoint_url": url}
+        s3 = boto3.client("s3", **keys)
+        s3.create_bucket(Bucket="locked")
+        s3.put_object(Bucket="locked", Key="knn/train/train.csv", Body=b"1,2,3,4,5,6,7\n")
+        iam = boto3.client("iam", **keys)
+        iam.create_user(UserName="reader")
+        key = iam.create_access_key(UserName="reader")["AccessKey"]
+        yield f"{url} {key['AccessKeyId']} {key['SecretAccessKey']}"
+    finally:
+        proc.terminate()
+        proc.wait(timeout=10)
+        log.close()
+
+
+@pytest.mark.parametrize("who", ["a user with no policy", "an unknown access key"])
+def test_access_denied_names_the_location_and_the_fix(authorizing_endpoint: str,
+                                                      tmp_path: Path, who: str) -> None:
+    url, key_id, secret = authorizing_endpoint.split()
+    if who == "an unknown access key":
+        key_id, secret = "AKIANOSUCHKEY0000000", "wrong"
+    environment = {**CREDENTIALS, "AWS_ENDPOINT_URL": url, "AWS_ACCESS_KEY_ID": key_id,
+                   "AWS_SECRET_ACCESS_KEY": secret}
+    s3fs.S3FileSystem.clear_instance_cache()
+    ran = openknn("train", "--train", "s3://locked/knn/train/", "--output-dir", "out", *HP,
+                  env=environment, cwd=tmp_path)
+    assert ran.returncode == EXIT_CLIENT, ran.stderr
+    line = ran.stderr.strip()
+    assert line.startswith("ClientError: Channel location 's3://locked/knn/train/': access "
+                           "denied ("), line
+    assert line.endswith("); use credentials (AWS_PROFILE, AWS_ACCESS_KEY_ID) that may read "
+                         "bucket 'locked', or renew them if they expired"), line
+    assert "\n" not in line and not (tmp_path / "out" / "model.tar.gz").exists()
