@@ -23,7 +23,10 @@ from starlette.routing import Route as HttpRoute  # routing.Route names an API
 from openknn import __version__
 from openknn.service import identity, logs, routing
 from openknn.service.api import json_app
+from openknn.service.endpoints import Endpoints
+from openknn.service.hosting import Hosting
 from openknn.service.routing import Route
+from openknn.service.runtime import Runtime
 from openknn.service.state import State
 from openknn.service.training_jobs import TrainingJobs
 
@@ -51,19 +54,6 @@ def json_error(code: str, message: str, status: int = 400) -> Response:
     """The JSON 1.1 error shape botocore reads (``__type`` and ``message``)."""
     return Response(orjson.dumps({"__type": code, "message": message}), status_code=status,
                     media_type=JSON_11)
-
-
-def _not_served_yet(what: str) -> ASGIApp:
-    """An API of the spec that this build does not answer yet: a JSON error naming the
-    operation, never a silent success."""
-
-    async def answer(request: Request) -> Response:
-        target = request.headers.get("x-amz-target") or f"{request.method} {request.url.path}"
-        return json_error("UnknownOperationException",
-                          f"{target}: openknn up does not serve {what} operations yet")
-
-    return Starlette(routes=[HttpRoute("/{path:path}", answer, methods=["GET", "POST", "PUT",
-                                                                       "DELETE", "HEAD"])])
 
 
 def _external_s3(endpoint: str) -> ASGIApp:
@@ -94,6 +84,10 @@ class Service:
         self.state = State(config.home)
         self.training_jobs = TrainingJobs(self.state, config.home, self.worker_env)
         self.training_jobs.recover()
+        self.hosting = Hosting(self.state)
+        self.endpoints = Endpoints(self.state, self.worker_env)
+        self.endpoints.recover()
+        self.runtime = Runtime(self.endpoints)
         s3: ASGIApp = (create_app(config.s3_root) if config.s3_endpoint is None
                        else _external_s3(config.s3_endpoint))
         self.apps: dict[Route, ASGIApp] = {
@@ -103,9 +97,11 @@ class Service:
             Route.INTERNAL: Starlette(routes=[
                 HttpRoute("/_openknn/health", self.health, methods=["GET"]),
                 HttpRoute("/", self.home_page, methods=["GET"])], lifespan=self.lifespan),
-            Route.SAGEMAKER: json_app("SageMaker", self.training_jobs.handlers(),
+            Route.SAGEMAKER: json_app("SageMaker", {**self.training_jobs.handlers(),
+                                                    **self.hosting.handlers(),
+                                                    **self.endpoints.handlers()},
                                       "the SageMaker API"),
-            Route.RUNTIME: _not_served_yet("SageMaker Runtime"),
+            Route.RUNTIME: self.runtime,
             Route.LOGS: json_app("Logs_20140328", logs.handlers(self.state),
                                  "CloudWatch Logs"),
         }
@@ -115,12 +111,15 @@ class Service:
         """Runs around the server's life: what the service started stops here, before
         uvicorn lets a SIGTERM end the process."""
         yield
+        await self.runtime.close()
         self.close()
         print("openknn up: stopped", flush=True)
 
     def close(self) -> None:
-        """Stop what the service started (training workers) and close its state."""
+        """Stop what the service started (training and endpoint workers) and close its
+        state."""
         self.training_jobs.shutdown()
+        self.endpoints.shutdown()
         self.state.close()
 
     def worker_env(self) -> dict[str, str]:
