@@ -36,6 +36,7 @@ import httpx
 from openknn.core import gpu
 from openknn.service import validate
 from openknn.service.api import Caller, Handler, validation
+from openknn.service.forward import Upstream
 from openknn.service.hosting import CONFIG, MODEL, arn, listing, not_found
 from openknn.service.state import Doc, State
 
@@ -71,6 +72,7 @@ class Worker:
     instance: str = field(default_factory=lambda: "i-" + secrets.token_hex(8))
     proc: subprocess.Popen[str] | None = None
     url: str = ""
+    upstream: Upstream | None = None  # the runtime's connections to it, made on its loop
     ready: bool = False
     served: bool = False  # was ready once: a later exit is a death, not a failed start
     stopping: bool = False
@@ -92,6 +94,7 @@ class Worker:
 
         port = free_port()
         self.url, self.ready = f"http://127.0.0.1:{port}", False
+        self.upstream = Upstream("127.0.0.1", port)
         # A session of its own: a Ctrl-C at openknn up's terminal reaches the service, which
         # stops its workers itself, in order.
         self.proc = subprocess.Popen(
@@ -231,6 +234,10 @@ class Endpoints:
 
     def live(self, name: str) -> Live | None:
         return self._live.get(name)
+
+    def names(self) -> list[str]:
+        """The endpoints with live workers."""
+        return list(self._live)
 
     def restoring(self, name: str) -> bool:
         """Whether ``name`` was InService when the service stopped and its workers are

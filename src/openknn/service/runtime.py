@@ -19,11 +19,11 @@ from collections.abc import Awaitable, Callable, MutableMapping
 from typing import Any
 from urllib.parse import unquote
 
-import httpx
 import orjson
 
 from openknn.service import routing
 from openknn.service.endpoints import Endpoints, Worker, log_group
+from openknn.service.forward import UpstreamError
 
 Scope = MutableMapping[str, Any]
 Receive = Callable[[], Awaitable[Any]]
@@ -32,6 +32,7 @@ INVOCATIONS = re.compile(r"^/endpoints/([^/]+)/invocations$")
 MAX_BODY = 6 * 1024 * 1024  # InvokeEndpoint's payload limit, 6,291,456 bytes
 WAIT_FOR_WORKER_S = 60.0  # a worker restarting, or an endpoint starting again
 FORWARDED = (b"content-type", b"accept", b"x-amzn-sagemaker-custom-attributes")
+WORKER_TIMEOUT_S = 80.0  # the SDK's own read timeout for InvokeEndpoint
 VARIANT_HEADER = b"x-amzn-sagemaker-target-variant"
 
 
@@ -62,14 +63,6 @@ class Runtime:
 
     def __init__(self, endpoints: Endpoints) -> None:
         self.endpoints = endpoints
-        self._client: httpx.AsyncClient | None = None
-
-    def client(self) -> httpx.AsyncClient:
-        if self._client is None:  # made on the server's event loop, at the first request
-            self._client = httpx.AsyncClient(
-                trust_env=False, timeout=httpx.Timeout(80.0, connect=5.0),
-                limits=httpx.Limits(max_connections=256, max_keepalive_connections=64))
-        return self._client
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         status, headers, body = await self._answer(scope, receive)
@@ -106,20 +99,19 @@ class Runtime:
             return _error("ValidationError", f"Endpoint {name} has no variant "
                           f"{wanted.decode('latin-1') if wanted else ''!r}; give one of "
                           f"{', '.join(live.variants)}", 400)
-        forward = {k.decode("latin-1"): v.decode("latin-1") for k, v in headers.items()
-                   if k in FORWARDED}
+        forward = [(k, v) for k, v in headers.items() if k in FORWARDED]
         for _ in range(3):
             worker = await live.worker(variant, WAIT_FOR_WORKER_S)
             if worker is None:
                 return _error("ServiceUnavailable", f"Endpoint {name}: no worker of variant "
                               f"{variant.name} is ready; see its log, "
                               f"{log_group(name)}", 503)
-            serving = live
+            serving, upstream = live, worker.upstream
+            assert upstream is not None
             serving.inflight += 1
             try:
-                answer = await self.client().post(f"{worker.url}/invocations", content=body,
-                                                  headers=forward)
-            except httpx.TransportError:
+                answer = await upstream.post("/invocations", body, forward, WORKER_TIMEOUT_S)
+            except UpstreamError:
                 # The worker died (or the update retired it) as this request reached it:
                 # another one, or the new config's, takes the request.
                 live = self.endpoints.live(name) or live
@@ -127,18 +119,21 @@ class Runtime:
                 continue
             finally:
                 serving.inflight -= 1
-            if answer.status_code >= 400:
-                return model_error(name, worker, answer.status_code, answer.content, region,
-                                   account)
-            out = [(b"content-type", answer.headers.get("content-type", "").encode()),
+            if answer.status >= 400:
+                return model_error(name, worker, answer.status, answer.body, region, account)
+            out = [(b"content-type", answer.headers.get(b"content-type", b"")),
                    (b"x-amzn-invoked-production-variant", variant.name.encode())]
-            return 200, out, answer.content
+            return 200, out, answer.body
         return _error("ServiceUnavailable", f"Endpoint {name}: its workers did not answer; "
                       f"see its log, {log_group(name)}", 503)
 
     async def close(self) -> None:
-        if self._client is not None:
-            await self._client.aclose()
+        """Close the kept-alive connections to every live worker."""
+        for name in list(self.endpoints.names()):
+            live = self.endpoints.live(name)
+            for worker in live.workers() if live else []:
+                if worker.upstream is not None:
+                    worker.upstream.close()
 
 
 async def _read_body(receive: Receive) -> bytes | None:
