@@ -253,3 +253,88 @@ def test_a_manifest_channel_reads_the_objects_it_lists(aws: boto3.Session,
     local = training.train(tmp_path / "train", tmp_path / "test", hyperparameters=HP,
                            output_dir=tmp_path / "out")
     assert job["FinalMetricDataList"][0]["Value"] == local.metrics["test:accuracy"]
+
+
+def _worker_pid(job: str, timeout: float = 30.0) -> int:
+    """The pid of the job's worker process (its command line names the job's folder)."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        for proc in Path("/proc").iterdir():
+            if not proc.name.isdigit():
+                continue
+            try:
+                cmdline = (proc / "cmdline").read_bytes().split(b"\0")
+            except OSError:
+                continue
+            if b"openknn.service.worker" in cmdline and any(
+                    f"/training-jobs/{job}/".encode() in part for part in cmdline):
+                return int(proc.name)
+        time.sleep(0.02)
+    raise AssertionError(f"no worker process for {job}")
+
+
+def test_a_worker_killed_with_sigkill_fails_its_job_and_writes_no_model(
+        aws: boto3.Session) -> None:
+    """A job big enough to be caught training (100,000 rows, scored on 10,000): its worker
+    is killed with SIGKILL; the job is Failed saying so, and no model object appears."""
+    import os
+    import signal
+
+    rng = np.random.default_rng(3)
+    s3 = client(aws, "s3")
+    for name, rows in (("train", 100_000), ("test", 10_000)):
+        x = rng.standard_normal((rows, 54)).astype(np.float32)
+        buf = io.BytesIO()
+        write_numpy_to_dense_tensor(buf, x, (x[:, 0] > 0).astype(np.float32))
+        buf.seek(0)
+        s3.upload_fileobj(buf, BUCKET, f"knn/big/{name}/recordio-pb-data")
+    channels = [{"ChannelName": c, "DataSource": {"S3DataSource": {
+        "S3DataType": "S3Prefix", "S3Uri": f"s3://{BUCKET}/knn/big/{c}/"}}}
+        for c in ("train", "test")]
+    sm = client(aws, "sagemaker")
+    sm.create_training_job(**request("knn-killed", InputDataConfig=channels, HyperParameters={
+        **HP, "feature_dim": "54", "sample_size": "100000"}))
+    pid = _worker_pid("knn-killed")
+    deadline = time.monotonic() + 60
+    while sm.describe_training_job(TrainingJobName="knn-killed")["SecondaryStatus"] in (
+            "Starting", "Downloading"):
+        assert time.monotonic() < deadline
+        time.sleep(0.02)
+    os.kill(pid, signal.SIGKILL)
+    job = wait(sm, "knn-killed")
+    assert job["TrainingJobStatus"] == "Failed", job
+    assert job["FailureReason"] == ("AlgorithmError: the training worker was killed by signal "
+                                    "9; the job wrote no model")
+    assert keys(aws, "knn/output/knn-killed/") == []
+
+
+def test_three_jobs_at_once(aws: boto3.Session, tmp_path: Path) -> None:
+    """Three CreateTrainingJob calls from three threads: the jobs run side by side (their
+    training times overlap), each Completes with the metric the same job gives locally."""
+    import threading
+
+    sm = client(aws, "sagemaker")
+    names = [f"knn-at-once-{i}" for i in range(3)]
+    ks = ["3", "5", "7"]
+    threads = [threading.Thread(target=lambda n=n, k=k: client(aws, "sagemaker")
+                                .create_training_job(**request(n, HyperParameters={**HP,
+                                                                                   "k": k})))
+               for n, k in zip(names, ks)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    jobs = [wait(sm, n) for n in names]
+    assert [j["TrainingJobStatus"] for j in jobs] == ["Completed"] * 3, [
+        j.get("FailureReason") for j in jobs]
+    starts = [j["TrainingStartTime"] for j in jobs]
+    ends = [j["TrainingEndTime"] for j in jobs]
+    assert max(starts) < min(ends)  # all three were training at one moment
+    for name, rows in SPLITS.items():
+        (tmp_path / name).mkdir()
+        with open(tmp_path / name / "data", "wb") as f:
+            write_numpy_to_dense_tensor(f, X[rows], Y[rows])
+    for job, k in zip(jobs, ks):
+        local = training.train(tmp_path / "train", tmp_path / "test",
+                               hyperparameters={**HP, "k": k}, output_dir=tmp_path / f"out{k}")
+        assert job["FinalMetricDataList"][0]["Value"] == local.metrics["test:accuracy"]
