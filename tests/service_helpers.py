@@ -8,7 +8,7 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -19,12 +19,13 @@ URL_LINE = re.compile(r"openknn up: (http://127\.0\.0\.1:\d+) \(home (.+)\)")
 
 
 @contextmanager
-def service(home: Path, log: Path) -> Iterator[tuple[subprocess.Popen[bytes], str]]:
-    """`openknn up --port 0 --home HOME`, ready (its health answers); stopped after."""
+def service(home: Path, log: Path, args: Sequence[str] = ()
+            ) -> Iterator[tuple[subprocess.Popen[bytes], str]]:
+    """`openknn up --port 0 --home HOME [ARGS]`, ready (its health answers); stopped after."""
     with open(log, "wb") as sink:
         proc = subprocess.Popen([sys.executable, "-m", "openknn", "up", "--port", "0",
-                                 "--home", str(home)], stdout=sink, stderr=subprocess.STDOUT,
-                                stdin=subprocess.DEVNULL)
+                                 "--home", str(home), *args], stdout=sink,
+                                stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
     try:
         deadline, url = time.monotonic() + START_TIMEOUT_S, None
         while url is None:

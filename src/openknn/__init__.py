@@ -32,7 +32,7 @@ from .errors import (
 __version__ = "0.1.0"
 
 _SDK = ("KNN", "Estimator", "KNNModel", "Model", "RecordSet", "TrainingInput",
-        "UnexpectedStatusException", "image_uri", "KNNPredictor", "Predictor",
+        "UnexpectedStatusException", "image_uri", "KNNPredictor", "Predictor", "Session",
         "EndpointNotFound", "list_endpoints", "BytesDeserializer", "CSVDeserializer",
         "CSVSerializer", "JSONDeserializer", "JSONLinesDeserializer", "JSONLinesSerializer",
         "JSONSerializer", "Record", "RecordDeserializer", "RecordSerializer", "csv_serializer",
@@ -53,7 +53,7 @@ __all__ = [
     "ServingSettings", "OpenKnnError", "ClientError", "AlgorithmError", "HyperparameterError",
     "DataError", "ChannelError", "ModelError", "MissingExtraError", "KNN", "Estimator",
     "KNNModel", "Model", "RecordSet", "TrainingInput", "UnexpectedStatusException",
-    "image_uri", "KNNPredictor", "Predictor", "EndpointNotFound", "list_endpoints",
+    "image_uri", "KNNPredictor", "Predictor", "Session", "EndpointNotFound", "list_endpoints",
     "BytesDeserializer", "CSVDeserializer", "CSVSerializer", "JSONDeserializer",
     "JSONLinesDeserializer", "JSONLinesSerializer", "JSONSerializer", "Record",
     "RecordDeserializer", "RecordSerializer", "csv_serializer", "json_deserializer",
@@ -99,6 +99,7 @@ if TYPE_CHECKING:  # what type checkers and editors see for the lazy names
         RecordDeserializer,
         RecordSerializer,
         RecordSet,
+        Session,
         TrainingInput,
         UnexpectedStatusException,
         csv_serializer,

@@ -488,12 +488,15 @@ def endpoints_delete(name: str) -> None:
 @click.option("--workdir", type=click.Path(file_okay=False), default="openknn-quickstart",
               show_default=True, help="Where the data, the model and the logs go.")
 @click.option("--k", type=int, default=10, show_default=True)
+@click.option("--service", is_flag=True,
+              help="Run the job and the endpoint on openknn up (the service AWS_ENDPOINT_URL "
+                   "names: eval \"$(openknn env)\"), the data uploaded to its S3.")
 @reports_errors
-def quickstart(path: str | None, workdir: str, k: int) -> None:
+def quickstart(path: str | None, workdir: str, k: int, service: bool) -> None:
     """Data → training job → endpoint → predictions → accuracy and latency → endpoint deleted."""
     from . import quickstart as flow
 
-    flow.run(Path(workdir), path, k)
+    flow.run(Path(workdir), path, k, service=service)
 
 
 # ---------------------------------------------------------------- openknn bench
@@ -545,13 +548,20 @@ def bench(quick: bool, output: str, covtype_path: str | None, fashion_path: str 
               help="Where state and S3 objects live (default: $OPENKNN_HOME or ~/.openknn).")
 @click.option("--s3-endpoint", default=None,
               help="Use this S3 (AWS, MinIO, Ceph) instead of the embedded store.")
+@click.option("--auth", "auth_file", type=click.Path(dir_okay=False), default=None,
+              metavar="FILE",
+              help="Serve only requests SigV4-signed with a key pair of FILE, an AWS "
+                   "shared-credentials file ([name] sections with aws_access_key_id and "
+                   "aws_secret_access_key); default: any credentials.")
 @reports_errors
-def up(host: str, port: int, home: str | None, s3_endpoint: str | None) -> None:
+def up(host: str, port: int, home: str | None, s3_endpoint: str | None,
+       auth_file: str | None) -> None:
     """A local SageMaker: the SageMaker API, Runtime, CloudWatch Logs, STS and an S3 store on
     one port, for the real SageMaker SDK and boto3 (see `openknn env`)."""
     from .service import up as service_up
 
-    service_up.run(host, port, Path(home) if home else service_up.default_home(), s3_endpoint)
+    service_up.run(host, port, Path(home) if home else service_up.default_home(), s3_endpoint,
+                   Path(auth_file) if auth_file else None)
 
 
 @main.command(name="env")
@@ -563,12 +573,19 @@ def up(host: str, port: int, home: str | None, s3_endpoint: str | None) -> None:
 @click.option("--write-role-metadata", is_flag=True,
               help="Also write /opt/ml/metadata/resource-metadata.json, so that the SDK's "
                    "get_execution_role() answers offline.")
+@click.option("--auth", "auth_file", type=click.Path(dir_okay=False), default=None,
+              metavar="FILE",
+              help="The service's --auth file: clients read their keys from it (its first "
+                   "profile) instead of the dummy ones (default: the file the running "
+                   "service was given, if any).")
 @reports_errors
-def env_cmd(endpoint_url: str | None, home: str | None, write_role_metadata: bool) -> None:
+def env_cmd(endpoint_url: str | None, home: str | None, write_role_metadata: bool,
+            auth_file: str | None) -> None:
     """Print the export lines that point the SageMaker SDK, boto3, s3fs and the AWS CLI at
     `openknn up` (use: eval "$(openknn env)")."""
     import httpx
 
+    from .service import auth as service_auth
     from .service import env as service_env
     from .service import up as service_up
 
@@ -587,5 +604,9 @@ def env_cmd(endpoint_url: str | None, home: str | None, write_role_metadata: boo
     if write_role_metadata:
         path = service_env.write_role_metadata()
         click.echo(f"# wrote {path}", err=True)
+    credentials = service_env.read_auth(where.expanduser()) if status else None
+    if auth_file is not None:
+        keys = service_auth.load_keys(Path(auth_file).expanduser().resolve())
+        credentials = keys.source, keys.first.profile
     click.echo(service_env.export_lines(service_env.variables(
-        url, config, status.get("s3_endpoint"))), nl=False)
+        url, config, status.get("s3_endpoint"), credentials=credentials)), nl=False)

@@ -1,5 +1,7 @@
 """``openknn quickstart``: the whole SageMaker flow in one command — data, training job,
-endpoint, predictions in 100 CSV batches, accuracy and latency, endpoint deleted."""
+endpoint, predictions in 100 CSV batches, accuracy and latency, endpoint deleted. Locally
+(processes on this machine), or with ``service=True`` through ``openknn up``: the channels
+uploaded to its S3, the job and the endpoint its own, the requests InvokeEndpoint calls."""
 
 from __future__ import annotations
 
@@ -12,7 +14,7 @@ import numpy as np
 
 from .errors import ClientError
 from .jobs import datasets
-from .sdk import Estimator, Predictor
+from .sdk import Estimator, Predictor, Session
 from .sdk.serializers import CSVSerializer, JSONDeserializer
 
 log = logging.getLogger(__name__)
@@ -84,14 +86,22 @@ def single_row_latency(predictor: Predictor, features: np.ndarray, n: int) -> np
     return np.array(times)
 
 
-def run(workdir: Path, path: str | None, k: int = 10, single_rows: int = 200) -> dict[str, float]:
+def run(workdir: Path, path: str | None, k: int = 10, single_rows: int = 200,
+        service: bool = False) -> dict[str, float]:
     """Run the flow; print what the tutorial prints; never leave the endpoint running."""
+    session = Session() if service else None  # before any work: names a missing service
     data = load_data(workdir, path)
-    print(f"data: {data.name}, train {data.train}, test {data.test}")
-    est = Estimator("openknn/knn:1", output_path=str(workdir / "output"))
+    train, test, output = str(data.train), str(data.test), str(workdir / "output")
+    if session is not None:
+        train = session.upload(data.train, "openknn-quickstart/train")
+        test = session.upload(data.test, "openknn-quickstart/test")
+        output = f"s3://{session.default_bucket()}/openknn-quickstart/output"
+        print(f"service: {session.endpoint_url}")
+    print(f"data: {data.name}, train {train}, test {test}")
+    est = Estimator("openknn/knn:1", output_path=output, sagemaker_session=session)
     est.set_hyperparameters(feature_dim=data.feature_dim, k=k, sample_size=200000,
                             predictor_type="classifier")
-    est.fit({"train": str(data.train), "test": str(data.test)}, logs=False)
+    est.fit({"train": train, "test": test}, logs=False)
     print(f"training job {est.latest_training_job.name if est.latest_training_job else ''}: "
           f"test accuracy {est.metrics['test:accuracy']:.4f}")
     predictor = est.deploy(1, "local", serializer=CSVSerializer(),

@@ -49,10 +49,10 @@ def test_one_port_serves_sts_iam_and_s3_and_keeps_objects(
         s3.put_object(Bucket="sagemaker-us-east-1-000000000000", Key="knn/a", Body=b"kept")
         with pytest.raises(BotoClientError, match="UnknownOperationException.*'sqs'"):
             session.client("sqs").list_queues()
-        with pytest.raises(BotoClientError, match=r"SageMaker\.ListEndpoints: not an operation "
-                                                  r"openknn serves for the SageMaker API; it "
-                                                  r"serves CreateTrainingJob, "):
-            session.client("sagemaker").list_endpoints()
+        with pytest.raises(BotoClientError, match=r"SageMaker\.ListNotebookInstances: not an "
+                                                  r"operation openknn serves for the SageMaker "
+                                                  r"API; it serves CreateEndpoint, "):
+            session.client("sagemaker").list_notebook_instances()
         health = httpx.get(f"{url}/_openknn/health", trust_env=False).json()
         assert health["status"] == "ok" and health["home"] == str(home)
         proc.send_signal(signal.SIGTERM)

@@ -1,5 +1,6 @@
-"""The SageMaker Python SDK's k-NN surface, running locally: ``KNN`` / ``Estimator`` ``fit``
-→ ``deploy`` → ``Predictor.predict`` → ``delete_endpoint``, and the RecordIO helpers."""
+"""The SageMaker Python SDK's k-NN surface: ``KNN`` / ``Estimator`` ``fit`` → ``deploy`` →
+``Predictor.predict`` → ``delete_endpoint``, and the RecordIO helpers; running local
+processes, or on ``openknn up`` with ``sagemaker_session=Session()``."""
 
 from __future__ import annotations
 
@@ -12,7 +13,6 @@ from .estimator import (
     Model,
     RecordSet,
     TrainingInput,
-    UnexpectedStatusException,
     image_uri,
 )
 from .predictor import KNNPredictor, Predictor
@@ -34,12 +34,13 @@ from .serializers import (
     write_numpy_to_dense_tensor,
     write_spmatrix_to_sparse_tensor,
 )
+from .service import Session, UnexpectedStatusException
 
 __all__ = [
     "KNN", "BytesDeserializer", "CSVDeserializer", "CSVSerializer", "EndpointNotFound",
     "Estimator", "JSONDeserializer", "JSONLinesDeserializer", "JSONLinesSerializer",
     "JSONSerializer", "KNNModel", "KNNPredictor", "Model", "ModelError", "Predictor", "Record",
-    "RecordDeserializer", "RecordSerializer", "RecordSet", "TrainingInput",
+    "RecordDeserializer", "RecordSerializer", "RecordSet", "Session", "TrainingInput",
     "UnexpectedStatusException", "csv_serializer", "image_uri", "json_deserializer",
     "json_serializer", "list_endpoints", "read_records", "write_numpy_to_dense_tensor",
     "write_spmatrix_to_sparse_tensor",

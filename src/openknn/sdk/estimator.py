@@ -33,17 +33,14 @@ from ..jobs.storage import (
     require_bucket,
     staged_output,
 )
-from . import endpoints
+from . import endpoints, service
 from .predictor import KNNPredictor, Predictor
 from .serializers import BaseDeserializer, BaseSerializer
+from .service import UnexpectedStatusException
 
 DEFAULT_OUTPUT = "openknn-output"
 DEFAULT_DATA_LOCATION = "openknn-record-sets"
 MANIFEST = ".amazon.manifest"
-
-
-class UnexpectedStatusException(ClientError):
-    """A training job ended Failed (the SDK's exception of the same name)."""
 
 
 def timestamp() -> str:
@@ -215,8 +212,10 @@ class Estimator:
         self.instance_type = kwargs.pop("train_instance_type", None) or instance_type or "local"
         self.output_path = output_path or DEFAULT_OUTPUT
         self.base_job_name = base_job_name or self.base_job_name
+        # a service.Session: train and deploy on openknn up; anything else: local processes
+        self.sagemaker_session = sagemaker_session
         self._hyperparameters: dict[str, Any] = {}
-        self.latest_training_job: TrainingJob | None = None
+        self.latest_training_job: TrainingJob | service.ServiceTrainingJob | None = None
         if hyperparameters:
             self.set_hyperparameters(**hyperparameters)
 
@@ -241,6 +240,14 @@ class Estimator:
         if "train" not in channels:
             raise DataError("Must provide train channel.")  # a ValueError, as in the SDK
         hyperparameters.parse(self._hyperparameters)  # fail before any job starts
+        if isinstance(self.sagemaker_session, service.Session):
+            self.latest_training_job = service.train(
+                self.sagemaker_session, self._job_name(job_name), self.image_uri, self.role,
+                self.hyperparameters(), channels, self.output_path, self.instance_type,
+                self.instance_count)
+            if wait:
+                self.latest_training_job.wait(logs)
+            return
         job_args = _channel_args(channels)
         if self.instance_count > 1:
             if importlib.util.find_spec("ray") is None:
@@ -306,7 +313,9 @@ class Estimator:
         job = self.latest_training_job
         if job is None or job.describe()["TrainingJobStatus"] != "Completed":
             raise ClientError("deploy() needs a completed training job; call fit() first")
-        model = Model(job.model_data, predictor_cls=self._predictor_class())
+        model = Model(job.model_data, self.image_uri, self.role,
+                      predictor_cls=self._predictor_class(),
+                      sagemaker_session=self.sagemaker_session)
         return model.deploy(initial_instance_count, instance_type, serializer, deserializer,
                             endpoint_name or job.name)
 
@@ -315,14 +324,22 @@ class Model:
     """A trained artifact that can be deployed (``KNNModel`` is the same with KNN defaults)."""
 
     def __init__(self, model_data: str, image_uri: str | None = None, role: str | None = None,
-                 predictor_cls: type[Predictor] = Predictor, **kwargs: Any) -> None:
+                 predictor_cls: type[Predictor] = Predictor, sagemaker_session: Any = None,
+                 **kwargs: Any) -> None:
         self.model_data = model_data
         self.predictor_cls = predictor_cls
+        self.image_uri, self.role = image_uri, role
+        self.sagemaker_session = sagemaker_session
 
     def deploy(self, initial_instance_count: int = 1, instance_type: str = "local",
                serializer: BaseSerializer | None = None,
                deserializer: BaseDeserializer | None = None,
                endpoint_name: str | None = None, **kwargs: Any) -> Predictor:
+        if isinstance(self.sagemaker_session, service.Session):
+            name = endpoint_name or f"knn-{timestamp()}"
+            service.deploy(self.sagemaker_session, name, self.model_data, self.image_uri,
+                           self.role, instance_type, initial_instance_count)
+            return self._predictor(name, serializer, deserializer)
         if initial_instance_count > 1 and importlib.util.find_spec("ray") is None:
             raise MissingExtraError(f"initial_instance_count={initial_instance_count}", "ray",
                                     "ray")
@@ -332,7 +349,11 @@ class Model:
         # Ray Serve replicas search on the CPU; one endpoint follows its instance type.
         endpoints.create(name, model_data, replicas=replicas,
                          gpus=gpu.for_instance_type(instance_type) if replicas == 1 else None)
-        predictor = self.predictor_cls(name)
+        return self._predictor(name, serializer, deserializer)
+
+    def _predictor(self, name: str, serializer: BaseSerializer | None,
+                   deserializer: BaseDeserializer | None) -> Predictor:
+        predictor = self.predictor_cls(name, sagemaker_session=self.sagemaker_session)
         if serializer is not None:
             predictor.serializer = serializer
         if deserializer is not None:
@@ -386,6 +407,9 @@ class KNN(Estimator):
             raise ClientError('"dimension_reduction_target" is required when '
                               '"dimension_reduction_type" is set.')
         self.set_hyperparameters(**{k: v for k, v in values.items() if v is not None})
+        if data_location is None and isinstance(self.sagemaker_session, service.Session):
+            data_location = f"s3://{self.sagemaker_session.default_bucket()}/" \
+                            "sagemaker-record-sets/"  # the SDK's default
         self.data_location = data_location or DEFAULT_DATA_LOCATION
 
     def _predictor_class(self) -> type[Predictor]:

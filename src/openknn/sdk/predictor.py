@@ -10,7 +10,7 @@ from typing import Any
 import httpx
 
 from ..errors import ModelError
-from . import endpoints
+from . import endpoints, service
 from .serializers import (
     BaseDeserializer,
     BaseSerializer,
@@ -29,6 +29,8 @@ class Predictor:
                  serializer: BaseSerializer | None = None,
                  deserializer: BaseDeserializer | None = None) -> None:
         self.endpoint_name = endpoint_name
+        # a service.Session: InvokeEndpoint on openknn up; else the local endpoint by name
+        self.sagemaker_session = sagemaker_session
         self.serializer = serializer or RecordSerializer()
         self.deserializer = deserializer or BytesDeserializer()
         self._client = endpoints.client(TIMEOUT_S)  # loopback: proxy variables ignored
@@ -66,6 +68,10 @@ class Predictor:
         content_type = args.get("ContentType", self.content_type)
         accept = args.get("Accept", self.accept)
         body = self.serializer.serialize(data)
+        if isinstance(self.sagemaker_session, service.Session):
+            content, answered = service.invoke(self.sagemaker_session, self.endpoint_name,
+                                               body, content_type, accept)
+            return self.deserializer.deserialize(io.BytesIO(content), answered)
         info = endpoints.describe(self.endpoint_name)
         try:
             r = self._client.post(f"{info.url}/invocations", content=body,
@@ -85,12 +91,20 @@ class Predictor:
                                              r.headers.get("content-type", ""))
 
     def delete_endpoint(self, delete_endpoint_config: bool = True) -> None:
-        """Stop the endpoint process and free its port."""
+        """Stop the endpoint process and free its port (on the service: DeleteEndpoint,
+        and DeleteEndpointConfig unless told not to)."""
         self._client.close()
+        if isinstance(self.sagemaker_session, service.Session):
+            service.delete_endpoint(self.sagemaker_session, self.endpoint_name,
+                                    delete_endpoint_config)
+            return
         endpoints.delete(self.endpoint_name)
 
     def delete_model(self) -> None:
-        """Nothing to delete locally: the model files stay where training wrote them."""
+        """On the service, DeleteModel (the model openknn's deploy made, named as the
+        endpoint); locally nothing: the model files stay where training wrote them."""
+        if isinstance(self.sagemaker_session, service.Session):
+            service.delete_model(self.sagemaker_session, self.endpoint_name)
 
 
 class KNNPredictor(Predictor):

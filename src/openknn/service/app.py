@@ -23,6 +23,7 @@ from starlette.routing import Route as HttpRoute  # routing.Route names an API
 from openknn import __version__
 from openknn.service import identity, logs, routing
 from openknn.service.api import json_app
+from openknn.service.auth import Keys, guard
 from openknn.service.endpoints import Endpoints
 from openknn.service.hosting import Hosting
 from openknn.service.routing import Route
@@ -44,6 +45,7 @@ class ServiceConfig:
     home: Path
     s3_endpoint: str | None = None
     url: str = "http://127.0.0.1:8000"  # where the service listens (its workers' S3)
+    keys: Keys | None = None  # --auth: the key pairs it accepts (None: any credentials)
 
     @property
     def s3_root(self) -> Path:
@@ -124,10 +126,15 @@ class Service:
 
     def worker_env(self) -> dict[str, str]:
         """The environment of a job's worker: its S3 is this service's store (or the
-        external S3), with the service's dummy credentials unless it has real ones."""
+        external S3), with the service's dummy credentials unless it has real ones: with
+        --auth, the embedded store's are the first key pair of its file."""
         out = {"AWS_ENDPOINT_URL_S3": self.config.s3_endpoint or self.config.url,
                "AWS_EC2_METADATA_DISABLED": "true"}
-        if self.config.s3_endpoint is None or "AWS_ACCESS_KEY_ID" not in os.environ:
+        if self.config.s3_endpoint is None and self.config.keys is not None:
+            first = self.config.keys.first
+            out.update(AWS_ACCESS_KEY_ID=first.access_key,
+                       AWS_SECRET_ACCESS_KEY=first.secret_key)
+        elif self.config.s3_endpoint is None or "AWS_ACCESS_KEY_ID" not in os.environ:
             out.update(AWS_ACCESS_KEY_ID="test", AWS_SECRET_ACCESS_KEY="test")
         out.setdefault("AWS_DEFAULT_REGION", os.environ.get("AWS_DEFAULT_REGION", "us-east-1"))
         return out
@@ -155,6 +162,11 @@ class Service:
                    for k, v in scope["headers"]}
         signed = routing.credential(headers, scope.get("query_string", b"").decode("latin-1"))
         which = routing.route(scope["method"], scope["path"], headers, signed)
+        if self.config.keys is not None:  # --auth: signed with one of them, or refused
+            refused, receive = await guard(self.config.keys, which, scope, receive, headers)
+            if refused is not None:
+                await refused(scope, receive, send)
+                return
         if which is Route.UNKNOWN:
             assert signed is not None
             response = json_error("UnknownOperationException",

@@ -2,7 +2,10 @@
 at ``openknn up`` (spec sagemaker-api.md §8). Only environment variables and the SDK's config
 file reach every client the SDKs make, so that is what this writes: endpoint URLs, dummy
 credentials, a region, the instance-metadata probe off, and the SDK's config with its default
-bucket and telemetry off, so that no request leaves the machine."""
+bucket and telemetry off, so that no request leaves the machine. A service started with
+``--auth FILE`` takes no dummy credentials: then the clients read the file itself, as a
+shared-credentials file (``AWS_SHARED_CREDENTIALS_FILE``, ``AWS_PROFILE``), so that no secret
+is printed."""
 
 from __future__ import annotations
 
@@ -16,6 +19,8 @@ from openknn.service import identity, routing
 
 DEFAULT_URL = "http://127.0.0.1:8000"
 CONFIG_FILE = "sagemaker-config.yaml"
+AUTH_FILE = "auth.json"  # which --auth file the service runs with (no secrets)
+CREDENTIAL_VARIABLES = ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN")
 ROLE_METADATA = Path("/opt/ml/metadata/resource-metadata.json")
 
 
@@ -37,13 +42,19 @@ def sdk_config(bucket: str) -> str:
 
 
 def variables(url: str, config_file: Path, s3_endpoint: str | None = None,
-              region: str = routing.DEFAULT_REGION) -> dict[str, str]:
-    """The variables, in the order ``openknn env`` prints them."""
+              region: str = routing.DEFAULT_REGION,
+              credentials: tuple[Path, str] | None = None) -> dict[str, str]:
+    """The variables, in the order ``openknn env`` prints them. ``credentials``: the --auth
+    file and the profile in it to use, instead of the dummy key pair."""
     out = {"AWS_ENDPOINT_URL": url.rstrip("/")}
     if s3_endpoint:
         out["AWS_ENDPOINT_URL_S3"] = s3_endpoint.rstrip("/")
-    out.update({"AWS_ACCESS_KEY_ID": "test", "AWS_SECRET_ACCESS_KEY": "test",
-                "AWS_DEFAULT_REGION": region, "AWS_REGION": region,
+    if credentials is None:
+        out.update({"AWS_ACCESS_KEY_ID": "test", "AWS_SECRET_ACCESS_KEY": "test"})
+    else:
+        out.update({"AWS_SHARED_CREDENTIALS_FILE": str(credentials[0]),
+                    "AWS_PROFILE": credentials[1]})
+    out.update({"AWS_DEFAULT_REGION": region, "AWS_REGION": region,
                 "AWS_EC2_METADATA_DISABLED": "true",
                 "SAGEMAKER_USER_CONFIG_OVERRIDE": str(config_file),
                 "SAGEMAKER_SUPPRESS_V2_WARNING": "1"})
@@ -51,7 +62,34 @@ def variables(url: str, config_file: Path, s3_endpoint: str | None = None,
 
 
 def export_lines(values: dict[str, str]) -> str:
-    return "".join(f"export {name}={shlex.quote(value)}\n" for name, value in values.items())
+    """The ``export`` lines; where the credentials come from a file, an ``unset`` line first,
+    since key variables left in the shell would win over the profile."""
+    unset = ("unset " + " ".join(CREDENTIAL_VARIABLES) + "\n"
+             if "AWS_SHARED_CREDENTIALS_FILE" in values else "")
+    return unset + "".join(f"export {name}={shlex.quote(value)}\n"
+                           for name, value in values.items())
+
+
+def write_auth(home: Path, credentials: tuple[Path, str] | None) -> None:
+    """Note under ``home`` which --auth file (and first profile) the service runs with, for
+    ``openknn env``; removed when it runs without."""
+    path = home / AUTH_FILE
+    if credentials is None:
+        path.unlink(missing_ok=True)
+        return
+    tmp = path.with_suffix(".tmp")
+    tmp.write_text(json.dumps({"credentials_file": str(credentials[0]),
+                               "profile": credentials[1]}))
+    os.replace(tmp, path)
+
+
+def read_auth(home: Path) -> tuple[Path, str] | None:
+    """The --auth file and profile ``write_auth`` noted under ``home``, if any."""
+    try:
+        noted = json.loads((home / AUTH_FILE).read_text())
+        return Path(noted["credentials_file"]), str(noted["profile"])
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
 
 
 def write_config(home: Path, bucket: str) -> Path:

@@ -38,10 +38,15 @@ def access_denied(service: str, action: str, account: str) -> Response:
     message = (f"User: arn:aws:sts::{account}:assumed-role/{ROLE}/openknn is not authorized "
                f"to perform: {service}:{action or '(no Action)'}: openknn answers only "
                "sts:GetCallerIdentity")
-    body = (f"<ErrorResponse><Error><Type>Sender</Type><Code>AccessDenied</Code>"
+    return error_response("AccessDenied", message, 403)
+
+
+def error_response(code: str, message: str, status: int) -> Response:
+    """AWS's query-protocol error document (a Sender's fault)."""
+    body = (f"<ErrorResponse><Error><Type>Sender</Type><Code>{escape(code)}</Code>"
             f"<Message>{escape(message)}</Message></Error><RequestId>{uuid.uuid4()}"
             "</RequestId></ErrorResponse>")
-    return Response(body, status_code=403, media_type=XML)
+    return Response(body, status_code=status, media_type=XML)
 
 
 async def _action(request: Request) -> str:

@@ -2,7 +2,9 @@
 loopback by default. One service per home directory (an flock held while it runs), because two
 would write the same state. SIGTERM and Ctrl-C stop it cleanly: uvicorn's handlers finish the
 requests in flight, the service's lifespan shuts down what it started, and uvicorn then lets the
-signal end the process (its exit status says SIGTERM, as for any process it stops)."""
+signal end the process (its exit status says SIGTERM, as for any process it stops). With
+``--auth FILE`` only requests signed with the file's key pairs are served (``service.auth``);
+without it, any credentials are, which a non-loopback bind warns about."""
 
 from __future__ import annotations
 
@@ -16,7 +18,7 @@ from pathlib import Path
 import uvicorn
 
 from openknn.errors import ClientError
-from openknn.service import env
+from openknn.service import auth, env, sigv4
 from openknn.service.app import Service, ServiceConfig
 
 log = logging.getLogger(__name__)
@@ -61,8 +63,23 @@ def _bind(host: str, port: int) -> socket.socket:
     return sock
 
 
-def run(host: str, port: int, home: Path, s3_endpoint: str | None = None) -> None:
+def exposure_warning(host: str, keys: auth.Keys | None) -> str | None:
+    """What a bind to ``host`` should warn about: others reaching a service that takes any
+    credentials."""
+    if _is_loopback(host) or keys is not None:
+        return None
+    return (f"openknn up listens on {host}, which is not loopback, and accepts any "
+            "credentials: anyone who can reach this port can use it (give --auth FILE to "
+            "require your key pairs)")
+
+
+def run(host: str, port: int, home: Path, s3_endpoint: str | None = None,
+        auth_file: Path | None = None) -> None:
     """Serve until SIGTERM or Ctrl-C; prints the URL and the ``openknn env`` line first."""
+    keys = None
+    if auth_file is not None:
+        sigv4.botocore()  # the [s3] extra's install hint now, not at the first request
+        keys = auth.load_keys(auth_file.expanduser().resolve())
     home = home.expanduser().resolve()
     lock = _hold_home(home)
     sock = _bind(host, port)
@@ -71,14 +88,19 @@ def run(host: str, port: int, home: Path, s3_endpoint: str | None = None) -> Non
         url = f"http://{'[' + host + ']' if ':' in host else host}:{bound}"
         local = "127.0.0.1" if host in ("0.0.0.0", "") else ("::1" if host == "::" else host)
         own = f"http://{'[' + local + ']' if ':' in local else local}:{bound}"
-        service = Service(ServiceConfig(home, s3_endpoint, own))
+        service = Service(ServiceConfig(home, s3_endpoint, own, keys))
         env.write_config(home, env.default_bucket())
+        env.write_auth(home, None if keys is None else (keys.source, keys.first.profile))
         print(f"openknn up: {url} (home {home})", flush=True)
         print(f'Point the SageMaker SDK and boto3 here: eval "$(openknn env --endpoint-url '
               f'{url})"', flush=True)
-        if not _is_loopback(host):
-            log.warning("openknn up listens on %s, which is not loopback, and accepts any "
-                        "credentials: anyone who can reach this port can use it", host)
+        if keys is not None:
+            count = len(keys.pairs)
+            print(f"openknn up: --auth: only requests signed with the {count} key "
+                  f"pair{'s' * (count > 1)} of {keys.source} are served", flush=True)
+        warning = exposure_warning(host, keys)
+        if warning is not None:
+            log.warning("%s", warning)
         config = uvicorn.Config(service, log_level="warning", lifespan="on",
                                 timeout_graceful_shutdown=5)
         uvicorn.Server(config).run(sockets=[sock])

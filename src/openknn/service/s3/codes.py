@@ -8,6 +8,8 @@ from __future__ import annotations
 # code -> HTTP status, as S3 answers them (the S3 API reference's "Error responses" table)
 STATUS: dict[str, int] = {
     "AccessDenied": 403,
+    "AuthorizationHeaderMalformed": 400,
+    "AuthorizationQueryParametersError": 400,
     "BadDigest": 400,
     "BucketAlreadyExists": 409,
     "BucketAlreadyOwnedByYou": 409,
@@ -16,6 +18,7 @@ STATUS: dict[str, int] = {
     "EntityTooSmall": 400,
     "IncompleteBody": 400,
     "InternalError": 500,
+    "InvalidAccessKeyId": 403,
     "InvalidArgument": 400,
     "InvalidBucketName": 400,
     "InvalidDigest": 400,
@@ -32,6 +35,8 @@ STATUS: dict[str, int] = {
     "NoSuchUpload": 404,
     "NotImplemented": 501,
     "PreconditionFailed": 412,
+    "RequestTimeTooSkewed": 403,
+    "SignatureDoesNotMatch": 403,
     "XAmzContentSHA256Mismatch": 400,
 }
 
