@@ -10,8 +10,11 @@ Printed:
   in blocks of 50 so the machine's noise falls on each alike, one keep-alive httpx client each:
   ``direct`` (POST the worker's /invocations), ``service`` (POST /endpoints/<name>/invocations
   on the service's port, with a SigV4 Authorization header as boto3 sends, which is how the
-  service routes it; signatures are not checked without --auth), and ``boto3`` (the whole
-  client: signing, botocore's parsing) for context. ``overhead`` = service − direct.
+  service routes it; signatures are not checked without --auth), ``bare hop`` (the floor of
+  one more HTTP hop here: a bare uvicorn app in its own process that forwards each request
+  to the worker with the service's own forwarder, ``service/forward.py``, and nothing else),
+  and ``boto3`` (the whole client: signing, botocore's parsing) for context.
+  ``overhead`` = service − direct.
 
     .venv/bin/python benchmarks/service_invoke.py [--path covtype.csv.gz] [--requests 2000]
 """
@@ -22,6 +25,7 @@ import argparse
 import io
 import re
 import statistics
+import subprocess
 import sys
 import tempfile
 import time
@@ -47,6 +51,26 @@ IMAGE = "382416733822.dkr.ecr.us-east-1.amazonaws.com/knn:1"
 ROLE = "arn:aws:iam::000000000000:role/SageMakerRole"
 BUCKET = "sagemaker-us-east-1-000000000000"
 BLOCK = 50
+BARE_HOP = """
+import sys, uvicorn
+from openknn.service.forward import Upstream
+upstream = Upstream("127.0.0.1", int(sys.argv[1]))
+async def app(scope, receive, send):
+    body = b""
+    while True:
+        message = await receive()
+        body += message.get("body", b"")
+        if not message.get("more_body"):
+            break
+    answer = await upstream.post("/invocations", body, [(b"content-type", b"text/csv"),
+                                                        (b"accept", b"application/json")], 80)
+    await send({"type": "http.response.start", "status": answer.status, "headers": [
+        (b"content-type", answer.headers[b"content-type"]),
+        (b"content-length", str(len(answer.body)).encode())]})
+    await send({"type": "http.response.body", "body": answer.body})
+uvicorn.run(app, host="127.0.0.1", port=int(sys.argv[2]), log_level="warning",
+            lifespan="off", proxy_headers=False)
+"""
 
 
 def percentile(values: list[float], q: float) -> float:
@@ -116,16 +140,32 @@ def main() -> None:
             logGroupName=group, logStreamName=stream, startFromHead=True)["events"]]
         worker = re.search(r"Uvicorn running on (http://127\.0\.0\.1:\d+)", "\n".join(lines))
         assert worker is not None, lines
+        from openknn.serving.process import free_port
+
+        worker_port, hop_port = int(worker.group(1).rsplit(":", 1)[1]), free_port()
+        hop = subprocess.Popen([sys.executable, "-c", BARE_HOP, str(worker_port),
+                                str(hop_port)])
+        deadline = time.monotonic() + 30
+        while True:
+            try:
+                httpx.get(f"http://127.0.0.1:{hop_port}/", timeout=1)
+                break
+            except httpx.HTTPError:
+                assert time.monotonic() < deadline and hop.poll() is None
+                time.sleep(0.1)
         row = (",".join(f"{v:g}" for v in split.test_x[0]) + "\n").encode()
         via = f"{url}/endpoints/knn-bench/invocations"
         headers = signed_headers(via, row)
         plain = {"Content-Type": "text/csv", "Accept": "application/json"}
-        times: dict[str, list[float]] = {"direct": [], "service": [], "boto3": []}
+        times: dict[str, list[float]] = {"direct": [], "service": [], "bare hop": [],
+                                         "boto3": []}
         with httpx.Client(trust_env=False) as direct, httpx.Client(trust_env=False) as through:
             calls = {
                 "direct": lambda: direct.post(f"{worker.group(1)}/invocations", content=row,
                                               headers=plain).content,
                 "service": lambda: through.post(via, content=row, headers=headers).content,
+                "bare hop": lambda: through.post(f"http://127.0.0.1:{hop_port}/invocations",
+                                                 content=row, headers=plain).content,
                 "boto3": lambda: runtime.invoke_endpoint(
                     EndpointName="knn-bench", ContentType="text/csv",
                     Accept="application/json", Body=row)["Body"].read(),
@@ -138,6 +178,8 @@ def main() -> None:
                         t = time.perf_counter()
                         call()
                         times[name].append((time.perf_counter() - t) * 1000)
+        hop.terminate()
+        hop.wait(10)
         sm.delete_endpoint(EndpointName="knn-bench")
     print(f"covtype rows: {len(split.train_y)} train, {len(split.test_y)} test")
     print(f"CreateTrainingJob -> Completed: {trained:.2f} s")

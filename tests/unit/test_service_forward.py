@@ -115,3 +115,18 @@ def test_nothing_listening_is_an_upstream_error() -> None:
             await Upstream("127.0.0.1", 9).post("/invocations", b"x", [], 5)
 
     asyncio.run(main())
+
+
+def test_a_worker_that_does_not_answer_times_out() -> None:
+    async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await read_request(reader)
+        await asyncio.sleep(5)  # never answers in time
+        writer.close()
+
+    async def client(upstream: Upstream) -> None:
+        started = asyncio.get_running_loop().time()
+        with pytest.raises(UpstreamError, match=r"the worker did not answer within 0.2 s"):
+            await upstream.post("/invocations", b"x", [], 0.2)
+        assert asyncio.get_running_loop().time() - started < 2
+
+    run(handle, client)

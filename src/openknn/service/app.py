@@ -158,10 +158,19 @@ class Service:
         if scope["type"] != "http":  # lifespan (startup, shutdown), websockets: the internal app
             await self.apps[Route.INTERNAL](scope, receive, send)
             return
+        if self.config.keys is None and scope["method"] == "POST" and (
+                scope["path"].endswith("/invocations")):  # the hot path: InvokeEndpoint
+            signed = routing.credential({"authorization": _authorization(scope["headers"])})
+            if signed is not None and signed.service == "sagemaker" and (
+                    routing.invoked_endpoint(scope["path"]) is not None):
+                scope["openknn.credential"] = signed
+                await self.runtime(scope, receive, send)
+                return
         headers = {k.decode("latin-1").lower(): v.decode("latin-1")
                    for k, v in scope["headers"]}
         signed = routing.credential(headers, scope.get("query_string", b"").decode("latin-1"))
         which = routing.route(scope["method"], scope["path"], headers, signed)
+        scope["openknn.credential"] = signed
         if self.config.keys is not None:  # --auth: signed with one of them, or refused
             refused, receive = await guard(self.config.keys, which, scope, receive, headers)
             if refused is not None:
@@ -176,3 +185,11 @@ class Service:
             await response(scope, receive, send)
             return
         await self.apps[which](scope, receive, send)
+
+
+def _authorization(headers: list[tuple[bytes, bytes]]) -> str:
+    """The Authorization header of an ASGI scope's raw headers ('' if none)."""
+    for name, value in headers:
+        if name == b"authorization":
+            return value.decode("latin-1")
+    return ""

@@ -186,6 +186,8 @@ class Live:
         else one drawn by weight."""
         if wanted is not None:
             return self.variants.get(wanted)
+        if len(self.variants) == 1:
+            return next(iter(self.variants.values()))
         variants = [v for v in self.variants.values() if v.weight > 0]
         return random.choices(variants, [v.weight for v in variants])[0]
 

@@ -66,15 +66,16 @@ class Runtime:
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         status, headers, body = await self._answer(scope, receive)
+        # A length, not chunks: the server writes no chunk framing and the client reads one
+        # sized body.
+        headers.append((b"content-length", str(len(body)).encode()))
         await send({"type": "http.response.start", "status": status, "headers": headers})
         await send({"type": "http.response.body", "body": body})
 
     async def _answer(self, scope: Scope, receive: Receive) -> tuple[int, list[Any], bytes]:
         headers = dict(scope["headers"])
-        signed = routing.credential({k.decode("latin-1").lower(): v.decode("latin-1")
-                                     for k, v in headers.items() if k == b"authorization"}, "")
+        signed = scope.get("openknn.credential")  # the service's router read it already
         region = signed.region if signed else routing.DEFAULT_REGION
-        account = signed.account if signed else routing.DEFAULT_ACCOUNT
         match = INVOCATIONS.match(scope["path"])
         if match is None or scope["method"] != "POST":
             return _error("UnknownOperationException",
@@ -86,13 +87,15 @@ class Runtime:
             return _error("ValidationError", f"The request body is over {MAX_BODY} bytes, "
                           "InvokeEndpoint's limit; send fewer rows per request", 413)
         live = self.endpoints.live(name)
-        deadline = time.monotonic() + WAIT_FOR_WORKER_S
-        while live is None and self.endpoints.restoring(name) and time.monotonic() < deadline:
-            await asyncio.sleep(0.02)  # openknn up started again: its workers are starting
-            live = self.endpoints.live(name)
         if live is None:
-            return _error("ValidationError", f"Endpoint {name} of account {account} not "
-                          "found.", 400)
+            deadline = time.monotonic() + WAIT_FOR_WORKER_S
+            while live is None and self.endpoints.restoring(name) and (
+                    time.monotonic() < deadline):
+                await asyncio.sleep(0.02)  # openknn up started again: its workers are starting
+                live = self.endpoints.live(name)
+        if live is None:
+            return _error("ValidationError", f"Endpoint {name} of account "
+                          f"{_account(signed)} not found.", 400)
         wanted = headers.get(VARIANT_HEADER)
         variant = live.choose(wanted.decode("latin-1") if wanted else None)
         if variant is None:
@@ -101,7 +104,7 @@ class Runtime:
                           f"{', '.join(live.variants)}", 400)
         forward = [(k, v) for k, v in headers.items() if k in FORWARDED]
         for _ in range(3):
-            worker = await live.worker(variant, WAIT_FOR_WORKER_S)
+            worker = variant.pick() or await live.worker(variant, WAIT_FOR_WORKER_S)
             if worker is None:
                 return _error("ServiceUnavailable", f"Endpoint {name}: no worker of variant "
                               f"{variant.name} is ready; see its log, "
@@ -120,7 +123,8 @@ class Runtime:
             finally:
                 serving.inflight -= 1
             if answer.status >= 400:
-                return model_error(name, worker, answer.status, answer.body, region, account)
+                return model_error(name, worker, answer.status, answer.body, region,
+                                   _account(signed))
             out = [(b"content-type", answer.headers.get(b"content-type", b"")),
                    (b"x-amzn-invoked-production-variant", variant.name.encode())]
             return 200, out, answer.body
@@ -134,6 +138,10 @@ class Runtime:
             for worker in live.workers() if live else []:
                 if worker.upstream is not None:
                     worker.upstream.close()
+
+
+def _account(signed: routing.Credential | None) -> str:
+    return signed.account if signed else routing.DEFAULT_ACCOUNT
 
 
 async def _read_body(receive: Receive) -> bytes | None:

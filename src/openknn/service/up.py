@@ -101,8 +101,10 @@ def run(host: str, port: int, home: Path, s3_endpoint: str | None = None,
         warning = exposure_warning(host, keys)
         if warning is not None:
             log.warning("%s", warning)
+        # No proxy-headers middleware: nothing here reads the client's address, and it is a
+        # layer on every InvokeEndpoint.
         config = uvicorn.Config(service, log_level="warning", lifespan="on",
-                                timeout_graceful_shutdown=5)
+                                timeout_graceful_shutdown=5, proxy_headers=False)
         uvicorn.Server(config).run(sockets=[sock])
     finally:
         sock.close()
