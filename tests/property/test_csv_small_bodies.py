@@ -1,0 +1,77 @@
+"""The small-body CSV path (Python's float for a few rows of plain decimal numbers) against
+pyarrow's, which every other body takes: on generated bodies of numbers written every way a
+decimal can be (signs, no integer part, no fraction, exponents, leading zeros, huge and tiny
+values, CRLF and blank lines), both give the same float32 features and labels, bit for bit;
+and a body the small path does not take (nan, spaces, a short row) gives what it gave before."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from openknn.errors import DataError
+from openknn.formats import csv as csv_format
+
+digits = st.text("0123456789", min_size=1, max_size=12)
+
+
+@st.composite
+def numbers(draw: st.DrawFn) -> str:
+    sign = draw(st.sampled_from(["", "+", "-"]))
+    shape = draw(st.sampled_from(["int", "frac", "dot", "lead-dot"]))
+    whole, part = draw(digits), draw(digits)
+    body = {"int": whole, "frac": f"{whole}.{part}", "dot": f"{whole}.",
+            "lead-dot": f".{part}"}[shape]
+    if draw(st.booleans()):
+        body += draw(st.sampled_from(["e", "E"])) + draw(st.sampled_from(["", "+", "-"])) + \
+            str(draw(st.integers(0, 400)))
+    return sign + body
+
+
+@st.composite
+def bodies(draw: st.DrawFn) -> tuple[bytes, int, int]:
+    columns = draw(st.integers(1, 8))
+    label_size = draw(st.integers(0, min(2, columns - 1)))
+    rows = [",".join(draw(numbers()) for _ in range(columns))
+            for _ in range(draw(st.integers(1, 6)))]
+    newline = draw(st.sampled_from(["\n", "\r\n"]))
+    text = newline.join(rows)
+    if draw(st.booleans()):
+        text += newline
+    if draw(st.booleans()):
+        text = newline + text  # a blank first line, which pyarrow skips
+    return text.encode(), columns - label_size, label_size
+
+
+def both(body: bytes, feature_dim: int, label_size: int) -> tuple[object, object]:
+    small = csv_format.parse_csv(body, feature_dim=feature_dim, label_size=label_size)
+    table = csv_format._read_table(body, feature_dim + label_size)
+    arrow = csv_format._to_matrices(table, label_size)
+    return small, arrow
+
+
+@settings(max_examples=300, deadline=None)
+@given(case=bodies())
+def test_small_bodies_parse_as_pyarrow_parses_them(case: tuple[bytes, int, int]) -> None:
+    body, feature_dim, label_size = case
+    assert csv_format._parse_small(body, feature_dim + label_size) is not None
+    (features, labels), (arrow_features, arrow_labels) = both(body, feature_dim, label_size)
+    assert features.dtype == np.float32 and features.flags.c_contiguous
+    assert features.tobytes() == arrow_features.tobytes()
+    assert (labels is None) == (arrow_labels is None)
+    if labels is not None:
+        assert labels.tobytes() == arrow_labels.tobytes()
+
+
+@pytest.mark.parametrize("body", [b"nan,1\n", b"1, 2\n", b'"1",2\n', b"1,2\n3\n", b"inf,1\n",
+                                  b"1,,2\n", b"0x1,2\n"])
+def test_other_small_bodies_take_pyarrows_path(body: bytes) -> None:
+    assert csv_format._parse_small(body, 2) is None
+    try:
+        features, _ = csv_format.parse_csv(body, feature_dim=2)
+    except DataError as exc:
+        assert "record" in str(exc)
+    else:
+        assert features.shape[1] == 2  # nan and inf are numbers to pyarrow too
