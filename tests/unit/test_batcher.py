@@ -194,7 +194,9 @@ def test_the_app_answers_500_and_keeps_serving_after_a_loop_error(
         return real_split(predictions, sizes)
 
     monkeypatch.setattr(batcher_module, "split", split)
-    body = ",".join(str(v) for v in x[5]).encode()
+    # two rows: more than a lone request searched on the event loop, so the batcher's loop
+    # takes them
+    body = ("\n".join(",".join(str(v) for v in x[5]) for _ in range(2)) + "\n").encode()
 
     async def main() -> list[httpx.Response]:
         app = create_app(model)
@@ -208,3 +210,40 @@ def test_the_app_answers_500_and_keeps_serving_after_a_loop_error(
     assert first.status_code == 500 and first.json()["error"]["code"] == 500
     assert second.status_code == 200
     assert second.json()["predictions"][0]["predicted_label"] == 5.0
+
+
+def test_a_lone_single_row_is_searched_on_the_loop_and_concurrent_ones_are_batched() -> None:
+    """A lone one-row request never reaches the search thread; rows arriving together still
+    go to faiss as one search."""
+    import threading
+
+    threads: list[str] = []
+    batches: list[int] = []
+
+    def search(features: np.ndarray, nprobe: int | None) -> Predictions:
+        threads.append(threading.current_thread().name)
+        return Predictions(features[:, 0].copy(), None, None)
+
+    async def main() -> tuple[Predictions, list[Predictions]]:
+        batcher = MicroBatcher(search, window_s=0.05, on_batch=batches.append)
+        batcher.start()
+        try:
+            batcher.arriving()
+            lone = await batcher.submit(np.ones((1, 2), np.float32))
+
+            async def one(value: float) -> Predictions:
+                await asyncio.sleep(0)
+                return await batcher.submit(np.full((1, 2), value, np.float32))
+
+            for _ in range(4):
+                batcher.arriving()
+            together = await asyncio.gather(*(one(v) for v in range(4)))
+        finally:
+            await batcher.stop()
+        return lone, together
+
+    lone, together = asyncio.run(main())
+    assert lone.predicted.tolist() == [1.0]
+    assert [p.predicted.tolist() for p in together] == [[0.0], [1.0], [2.0], [3.0]]
+    assert threads[0] == "MainThread" and threads[1].startswith("openknn-search")
+    assert batches == [1, 4]

@@ -154,7 +154,8 @@ class Endpoint:
         self.batcher: MicroBatcher | None = None
 
     def _search(self, features: Any, nprobe: int | None) -> Predictions:
-        """Runs in the batcher's search thread, which needs its own OpenMP setting."""
+        """Runs in the batcher's search thread, or on the event loop for a lone small request
+        (``MicroBatcher``): either needs its own OpenMP setting, set here."""
         assert self.model is not None
         faiss_index.use_threads_for(features.shape[0])
         return infer(self.model, features, nprobe)
