@@ -30,6 +30,7 @@ from openknn.service.routing import Route
 from openknn.service.runtime import Runtime
 from openknn.service.state import State
 from openknn.service.training_jobs import TrainingJobs
+from openknn.service.transform_jobs import TransformJobs
 
 Scope = MutableMapping[str, Any]
 ASGIApp = Callable[[Scope, Callable[[], Awaitable[Any]], Callable[[Any], Awaitable[None]]],
@@ -86,6 +87,8 @@ class Service:
         self.state = State(config.home)
         self.training_jobs = TrainingJobs(self.state, config.home, self.worker_env)
         self.training_jobs.recover()
+        self.transform_jobs = TransformJobs(self.state, config.home, self.worker_env)
+        self.transform_jobs.recover()
         self.hosting = Hosting(self.state)
         self.endpoints = Endpoints(self.state, self.worker_env)
         self.endpoints.recover()
@@ -101,7 +104,8 @@ class Service:
                 HttpRoute("/", self.home_page, methods=["GET"])], lifespan=self.lifespan),
             Route.SAGEMAKER: json_app("SageMaker", {**self.training_jobs.handlers(),
                                                     **self.hosting.handlers(),
-                                                    **self.endpoints.handlers()},
+                                                    **self.endpoints.handlers(),
+                                                    **self.transform_jobs.handlers()},
                                       "the SageMaker API"),
             Route.RUNTIME: self.runtime,
             Route.LOGS: json_app("Logs_20140328", logs.handlers(self.state),
@@ -121,6 +125,7 @@ class Service:
         """Stop what the service started (training and endpoint workers) and close its
         state."""
         self.training_jobs.shutdown()
+        self.transform_jobs.shutdown()
         self.endpoints.shutdown()
         self.state.close()
 

@@ -18,6 +18,7 @@ import signal
 import sys
 import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -100,11 +101,14 @@ def _watch_service(every: float = 0.5) -> None:
     threading.Thread(target=loop, name="openknn-service-watch", daemon=True).start()
 
 
-def main(argv: list[str]) -> int:
+def main(argv: list[str], job_runner: Callable[[dict[str, Any]], int] | None = None) -> int:
+    """A worker's life around ``job_runner`` (``run``, a training job; the transform worker
+    passes its own): SIGTERM unwinds it, it stops when the service is gone, SageMaker's log
+    lines on stderr."""
     signal.signal(signal.SIGTERM, _stopped)
     _watch_service()
     _setup_logging()
-    return run(json.loads(Path(argv[0]).read_text()))
+    return (job_runner or run)(json.loads(Path(argv[0]).read_text()))
 
 
 if __name__ == "__main__":
