@@ -90,6 +90,18 @@ def test_log_paging_follows_the_sdks_loops(tmp_path: Path) -> None:
     assert len(more["events"]) == 2 and "nextToken" in more
     last = logs.filter_log_events(state, {"logGroupName": group, "limit": 2,
                                           "nextToken": more["nextToken"]}, caller)
-    assert len(last["events"]) == 1 and "nextToken" not in last
+    # a page with events carries a token (SDK v3's deploy prints only such pages' events);
+    # the page after the last event is empty and has none: the end, as CloudWatch says it
+    assert len(last["events"]) == 1 and "nextToken" in last
+    end = logs.filter_log_events(state, {"logGroupName": group, "limit": 2,
+                                         "nextToken": last["nextToken"]}, caller)
+    assert end["events"] == [] and "nextToken" not in end
+    state.append_logs(group, "job/algo-2-1", [(4000, "later")])  # what arrives is next
+    later = logs.filter_log_events(state, {"logGroupName": group, "limit": 2,
+                                           "nextToken": last["nextToken"]}, caller)
+    assert [e["message"] for e in later["events"]] == ["later"] and "nextToken" in later
+    none = logs.filter_log_events(state, {"logGroupName": group, "filterPattern": "nowhere"},
+                                  caller)
+    assert none["events"] == [] and "nextToken" not in none
     with pytest.raises(ApiError, match="nextToken 'x' is not a token this service gave"):
         logs.get_log_events(state, {**body, "nextToken": "x"}, caller)

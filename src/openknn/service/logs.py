@@ -3,7 +3,10 @@ service's state: DescribeLogStreams, GetLogEvents and FilterLogEvents, with the 
 the SDKs' loops depend on — DescribeLogStreams gives ``nextToken`` only while more streams
 remain (SDK v2 loops on its presence), and GetLogEvents always gives ``nextForwardToken``, the
 same token again with no events once a stream is read to its end (both SDKs page until an empty
-page). Tokens are ``f/<id>`` / ``b/<id>``: the event id the page ends or starts at."""
+page), and FilterLogEvents gives ``nextToken`` with every page that holds events and none with
+an empty one (CloudWatch's own contract: no token, no more pages; SDK v3's deploy, and v2's
+``live_logging``, print only the events of pages that carry a token). Tokens are ``f/<id>`` /
+``b/<id>``: the event id the page ends or starts at."""
 
 from __future__ import annotations
 
@@ -140,7 +143,7 @@ def filter_log_events(state: State, body: dict[str, Any], caller: Caller) -> dic
                             "searchedLogStreams": [{"logStreamName": s,
                                                     "searchedCompletely": True}
                                                    for s in streams]}
-    if more:
+    if out:  # more may match, or arrive: the next page starts after this one's last event
         page["nextToken"] = f"f/{out[-1].id}"
     return page
 
