@@ -353,13 +353,22 @@ def test_an_update_under_load_fails_no_request(aws: Aws) -> None:
 
 def test_endpoints_and_objects_survive_a_restart(tmp_path: Path, aws: Aws) -> None:
     """Stop the service (SIGTERM: its workers stop too) and start it with the same home: the
-    InService endpoint comes back InService by itself and answers the same."""
+    InService endpoint comes back InService by itself and answers the same; the model, the
+    completed training job (described exactly as before) and the S3 objects remain."""
     local = aws.local_model
     for first in start(tmp_path):
         first.s3.create_bucket(Bucket=BUCKET)
         first.s3.upload_file(str(local), BUCKET, "models/model.tar.gz")
         deploy(first, "knn-restart", model_data=f"s3://{BUCKET}/models/model.tar.gz")
         answer = invoke(first, "knn-restart")
+        for name, rows in SPLITS.items():  # and a training job, Completed before the stop
+            buf = io.BytesIO()
+            write_numpy_to_dense_tensor(buf, X[rows], Y[rows])
+            buf.seek(0)
+            first.s3.upload_fileobj(buf, BUCKET, f"knn/{name}/recordio-pb-data")
+        first.sm.create_training_job(**request("knn-before-restart"))
+        job = wait(first.sm, "knn-before-restart")
+        assert job["TrainingJobStatus"] == "Completed"
         pids = list(worker_pids(first, "knn-restart").values())
         first.proc.send_signal(signal.SIGTERM)
         assert first.proc.wait(30) == -signal.SIGTERM
@@ -371,6 +380,8 @@ def test_endpoints_and_objects_survive_a_restart(tmp_path: Path, aws: Aws) -> No
             "InService")
         assert invoke(second, "knn-restart") == answer  # waits while its worker starts
         assert [m["ModelName"] for m in second.sm.list_models()["Models"]] == ["knn-restart"]
+        again = second.sm.describe_training_job(TrainingJobName="knn-before-restart")
+        assert again == {**job, "ResponseMetadata": again["ResponseMetadata"]}
         assert second.s3.head_object(Bucket=BUCKET, Key="models/model.tar.gz")[
             "ContentLength"] == local.stat().st_size
         second.sm.delete_endpoint(EndpointName="knn-restart")
