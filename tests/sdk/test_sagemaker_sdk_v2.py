@@ -51,7 +51,7 @@ def run_tutorial(python: Path, tmp_path: Path, *args: str) -> tuple[dict, str, s
         ran = subprocess.run([sys.executable, "-m", "openknn", "env", "--endpoint-url", url,
                               "--write-role-metadata"], capture_output=True, text=True,
                              timeout=60)
-        if ran.returncode != 0 and "--write-role-metadata" in ran.stderr:
+        if ran.returncode != 0 and "(Permission denied)" in ran.stderr:  # not root
             pytest.skip(f"cannot write the SDK's role metadata file: {ran.stderr.strip()}")
         assert ran.returncode == 0, ran.stderr
         values = dict(re.findall(r"^export (\w+)=(\S+)$", ran.stdout, re.M))

@@ -67,7 +67,7 @@ def sdk_environment(url: str) -> dict[str, str]:
     exactly what ``openknn env --endpoint-url URL --write-role-metadata`` prints."""
     ran = subprocess.run([sys.executable, "-m", "openknn", "env", "--endpoint-url", url,
                           "--write-role-metadata"], capture_output=True, text=True, timeout=60)
-    if ran.returncode != 0 and "--write-role-metadata" in ran.stderr:
+    if ran.returncode != 0 and "(Permission denied)" in ran.stderr:  # not root
         pytest.skip(f"cannot write the SDK's role metadata file: {ran.stderr.strip()}")
     assert ran.returncode == 0, ran.stderr
     env = {k: v for k, v in os.environ.items()

@@ -12,6 +12,7 @@ from __future__ import annotations
 import json
 import os
 import shlex
+import tempfile
 from pathlib import Path
 
 from openknn.errors import ClientError
@@ -77,10 +78,8 @@ def write_auth(home: Path, credentials: tuple[Path, str] | None) -> None:
     if credentials is None:
         path.unlink(missing_ok=True)
         return
-    tmp = path.with_suffix(".tmp")
-    tmp.write_text(json.dumps({"credentials_file": str(credentials[0]),
-                               "profile": credentials[1]}))
-    os.replace(tmp, path)
+    _replace_whole(path, json.dumps({"credentials_file": str(credentials[0]),
+                                     "profile": credentials[1]}))
 
 
 def read_auth(home: Path) -> tuple[Path, str] | None:
@@ -96,10 +95,23 @@ def write_config(home: Path, bucket: str) -> Path:
     """The SDK's config file under ``home``, replaced whole (a temporary file, renamed)."""
     home.mkdir(parents=True, exist_ok=True)
     path = home / CONFIG_FILE
-    tmp = path.with_suffix(".tmp")
-    tmp.write_text(sdk_config(bucket))
-    os.replace(tmp, path)
+    _replace_whole(path, sdk_config(bucket))
     return path
+
+
+def _replace_whole(path: Path, text: str) -> None:
+    """``path`` holds ``text``: written to a temporary file of its own beside it, then
+    renamed over it, so readers see the old file or the new one, and two writers at once
+    (two notebooks, two tests) each leave a whole file without renaming the other's away."""
+    handle, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
+    try:
+        with os.fdopen(handle, "w") as f:
+            f.write(text)
+        os.chmod(tmp, 0o644)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
 
 
 def write_role_metadata(path: Path = ROLE_METADATA,
@@ -108,9 +120,7 @@ def write_role_metadata(path: Path = ROLE_METADATA,
     offline (as on a SageMaker notebook instance); it needs write access to ``path``."""
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_suffix(".tmp")
-        tmp.write_text(json.dumps({"ExecutionRoleArn": identity.role_arn(account)}))
-        os.replace(tmp, path)
+        _replace_whole(path, json.dumps({"ExecutionRoleArn": identity.role_arn(account)}))
     except OSError as exc:
         raise ClientError(f"--write-role-metadata: cannot write {str(path)!r} ({exc.strerror}); "
                           "run it as a user who may (sudo), or pass role='arn:aws:iam::"
