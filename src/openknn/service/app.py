@@ -165,10 +165,12 @@ class Service:
             return
         if self.config.keys is None and scope["method"] == "POST" and (
                 scope["path"].endswith("/invocations")):  # the hot path: InvokeEndpoint
-            signed = routing.credential({"authorization": _authorization(scope["headers"])})
-            if signed is not None and signed.service == "sagemaker" and (
+            # signed for sagemaker (the Runtime's scope); the credential itself is read only
+            # where an answer needs its region or account (runtime.Runtime)
+            authorization = _authorization(scope["headers"])
+            if "/sagemaker/aws4_request" in authorization and (
                     routing.invoked_endpoint(scope["path"]) is not None):
-                scope["openknn.credential"] = signed
+                scope["openknn.authorization"] = authorization
                 await self.runtime(scope, receive, send)
                 return
         headers = {k.decode("latin-1").lower(): v.decode("latin-1")

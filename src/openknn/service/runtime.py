@@ -74,8 +74,6 @@ class Runtime:
 
     async def _answer(self, scope: Scope, receive: Receive) -> tuple[int, list[Any], bytes]:
         headers = dict(scope["headers"])
-        signed = scope.get("openknn.credential")  # the service's router read it already
-        region = signed.region if signed else routing.DEFAULT_REGION
         match = INVOCATIONS.match(scope["path"])
         if match is None or scope["method"] != "POST":
             return _error("UnknownOperationException",
@@ -95,7 +93,7 @@ class Runtime:
                 live = self.endpoints.live(name)
         if live is None:
             return _error("ValidationError", f"Endpoint {name} of account "
-                          f"{_account(signed)} not found.", 400)
+                          f"{_account(scope)} not found.", 400)
         wanted = headers.get(VARIANT_HEADER)
         variant = live.choose(wanted.decode("latin-1") if wanted else None)
         if variant is None:
@@ -123,8 +121,10 @@ class Runtime:
             finally:
                 serving.inflight -= 1
             if answer.status >= 400:
-                return model_error(name, worker, answer.status, answer.body, region,
-                                   _account(signed))
+                signed = _credential(scope)
+                return model_error(name, worker, answer.status, answer.body,
+                                   signed.region if signed else routing.DEFAULT_REGION,
+                                   _account(scope))
             out = [(b"content-type", answer.headers.get(b"content-type", b"")),
                    (b"x-amzn-invoked-production-variant", variant.name.encode())]
             return 200, out, answer.body
@@ -140,7 +140,16 @@ class Runtime:
                     worker.upstream.close()
 
 
-def _account(signed: routing.Credential | None) -> str:
+def _credential(scope: Scope) -> routing.Credential | None:
+    """The request's SigV4 scope: the router's, or read from the Authorization header the
+    hot path passed on unread."""
+    if "openknn.credential" in scope:
+        return scope["openknn.credential"]  # type: ignore[no-any-return]
+    return routing.credential({"authorization": scope.get("openknn.authorization", "")})
+
+
+def _account(scope: Scope) -> str:
+    signed = _credential(scope)
     return signed.account if signed else routing.DEFAULT_ACCOUNT
 
 
