@@ -1,6 +1,6 @@
 """The service's SQLite state: resources survive reopening the file, a duplicate insert writes
-nothing, a job left running by a service that died is Failed on the next start, and the log
-handlers page as the SDKs' loops need."""
+nothing, a job left running by a service that died is Failed on the next start, the log
+handlers page as the SDKs' loops need, and a log's tail is its newest events (the console's)."""
 
 from __future__ import annotations
 
@@ -105,3 +105,14 @@ def test_log_paging_follows_the_sdks_loops(tmp_path: Path) -> None:
     assert none["events"] == [] and "nextToken" not in none
     with pytest.raises(ApiError, match="nextToken 'x' is not a token this service gave"):
         logs.get_log_events(state, {**body, "nextToken": "x"}, caller)
+
+
+def test_a_logs_tail_is_its_newest_events_in_order(tmp_path: Path) -> None:
+    state = State(tmp_path)
+    state.append_logs("g", "a", [(i, f"a{i}") for i in range(5)])
+    state.append_logs("g", "b", [(9, "b0")])
+    state.append_logs("other", "a", [(9, "x")])
+    events, before = state.tail("g", ["a", "b"], 3)
+    assert [e.message for e in events] == ["a3", "a4", "b0"] and before == 3
+    assert state.tail("g", ["b"], 10)[0][0].message == "b0"
+    assert state.tail("g", [], 10) == ([], 0)

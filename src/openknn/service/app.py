@@ -17,13 +17,14 @@ from typing import Any
 import orjson
 from starlette.applications import Starlette
 from starlette.requests import Request
-from starlette.responses import HTMLResponse, JSONResponse, Response
+from starlette.responses import JSONResponse, Response
 from starlette.routing import Route as HttpRoute  # routing.Route names an API
 
 from openknn import __version__
 from openknn.service import identity, logs, routing
 from openknn.service.api import json_app
 from openknn.service.auth import Keys, guard
+from openknn.service.console import Console, Parts
 from openknn.service.endpoints import Endpoints
 from openknn.service.hosting import Hosting
 from openknn.service.routing import Route
@@ -79,7 +80,7 @@ class Service:
     STS and IAM, the internal pages (health), and the SageMaker, Runtime and Logs APIs."""
 
     def __init__(self, config: ServiceConfig) -> None:
-        from openknn.service.s3 import create_app
+        from openknn.service.s3 import Store, create_app
 
         self.config = config
         self.started = time.time()
@@ -95,13 +96,17 @@ class Service:
         self.runtime = Runtime(self.endpoints)
         s3: ASGIApp = (create_app(config.s3_root) if config.s3_endpoint is None
                        else _external_s3(config.s3_endpoint))
+        self.console = Console(Parts(self.state, self.training_jobs, self.hosting,
+                                     self.endpoints, self.runtime,
+                                     Store(config.s3_root) if config.s3_endpoint is None
+                                     else None, self.transform_jobs), config.keys)
         self.apps: dict[Route, ASGIApp] = {
             Route.S3: s3,
             Route.STS: _query_app(identity.sts),
             Route.IAM: _query_app(identity.iam),
             Route.INTERNAL: Starlette(routes=[
                 HttpRoute("/_openknn/health", self.health, methods=["GET"]),
-                HttpRoute("/", self.home_page, methods=["GET"])], lifespan=self.lifespan),
+                *self.console.routes()], lifespan=self.lifespan),
             Route.SAGEMAKER: json_app("SageMaker", {**self.training_jobs.handlers(),
                                                     **self.hosting.handlers(),
                                                     **self.endpoints.handlers(),
@@ -152,12 +157,6 @@ class Service:
     async def health(self, request: Request) -> Response:
         return JSONResponse(self.status())
 
-    async def home_page(self, request: Request) -> Response:
-        return HTMLResponse(
-            "<!doctype html><title>openknn</title><h1>openknn up</h1>"
-            "<p>A local SageMaker for the built-in k-NN algorithm. Point the SageMaker SDK "
-            "and boto3 here with <code>eval \"$(openknn env)\"</code>.</p>")
-
     async def __call__(self, scope: Scope, receive: Callable[[], Awaitable[Any]],
                        send: Callable[[Any], Awaitable[None]]) -> None:
         if scope["type"] != "http":  # lifespan (startup, shutdown), websockets: the internal app
@@ -179,7 +178,8 @@ class Service:
         which = routing.route(scope["method"], scope["path"], headers, signed)
         scope["openknn.credential"] = signed
         if self.config.keys is not None:  # --auth: signed with one of them, or refused
-            refused, receive = await guard(self.config.keys, which, scope, receive, headers)
+            refused, receive = await guard(self.config.keys, which, scope, receive, headers,
+                                           console=self.console.gate)
             if refused is not None:
                 await refused(scope, receive, send)
                 return

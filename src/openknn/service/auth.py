@@ -199,16 +199,23 @@ def replay(body: bytes, receive: Receive) -> Receive:
     return again
 
 
+Gate = Callable[[Mapping[str, Any], Mapping[str, str]], Response | None]
+
+
 async def guard(keys: Keys, which: Route, scope: Mapping[str, Any], receive: Receive,
-                headers: Mapping[str, str], now: float | None = None
-                ) -> tuple[Response | None, Receive]:
+                headers: Mapping[str, str], now: float | None = None,
+                console: Gate | None = None) -> tuple[Response | None, Receive]:
     """None and the ``receive`` to hand the app on (the body replayed where it was read), or
-    the response that refuses the request."""
+    the response that refuses the request. ``console`` is the web console's sign-in check
+    for the internal pages (``Console.gate``: a session cookie, not a signature)."""
     if which is Route.INTERNAL:
-        # Issue 14's console signs its users in here (a session cookie checked beside the
-        # open paths); until then only the health check is open, the home page is not.
+        # The health check is open; the console's pages need a signed-in browser, which the
+        # console itself checks (its sign-in page, static files and session cookies), and
+        # without a console only the health check is served.
         # Websockets (none yet) reach the internal app without this guard: check them there.
-        return (None if scope["path"] in OPEN_PATHS else console_refusal()), receive
+        if scope["path"] in OPEN_PATHS:
+            return None, receive
+        return (console_refusal() if console is None else console(scope, headers)), receive
     body = None
     if which is not Route.S3:
         body = await read_body(receive, MAX_SIGNED_BODY)

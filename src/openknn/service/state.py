@@ -145,6 +145,23 @@ class State:
             return self._db.execute("SELECT 1 FROM log_streams WHERE grp=? LIMIT 1",
                                     (group,)).fetchone() is not None
 
+    def tail(self, group: str, streams: Iterable[str], count: int) -> tuple[list[LogEvent], int]:
+        """The newest ``count`` events of ``streams``, in the order they came, and how many
+        came before them (a log view shows the end of a long log without reading it all)."""
+        names = list(streams)
+        if not names:
+            return [], 0
+        marks = ",".join("?" * len(names))
+        where = f"grp=? AND stream IN ({marks})"
+        with self._lock:
+            total = int(self._db.execute(f"SELECT COUNT(*) FROM log_events WHERE {where}",
+                                         [group, *names]).fetchone()[0])
+            rows = self._db.execute(
+                f"SELECT id, stream, ts, ingested, message FROM log_events WHERE {where} "
+                "ORDER BY id DESC LIMIT ?", [group, *names, count]).fetchall()
+        events = [LogEvent(int(r[0]), r[1], int(r[2]), int(r[3]), r[4]) for r in rows[::-1]]
+        return events, total - len(events)
+
     def events(self, group: str, streams: Iterable[str], after_id: int = 0,
                start_time: int | None = None, end_time: int | None = None,
                limit: int = 10000) -> list[LogEvent]:
