@@ -12,21 +12,16 @@ that stopped or died is marked Failed, saying so, when the service starts again.
 from __future__ import annotations
 
 import functools
-import json
 import logging
-import os
 import re
-import signal
-import subprocess
-import sys
-import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
-from typing import IO, Any
+from typing import Any
 
 from openknn.service import validate
 from openknn.service.api import ApiError, Caller, Handler, validation
+from openknn.service.job_workers import JobWorkers
 from openknn.service.state import Doc, State
 
 log = logging.getLogger(__name__)
@@ -46,6 +41,7 @@ MESSAGES = {  # SecondaryStatus → StatusMessage, as SageMaker words them (spec
 TERMINAL = ("Completed", "Failed", "Stopped")
 KNN_IMAGE = re.compile(r"^(?:[^/]+/)+knn:[A-Za-z0-9._-]+$")
 REPORTED_METRICS = ("test:accuracy", "test:mse")
+EVENTS = ("stage", "metrics", "failure", "stopped")  # what the worker says on stdout
 
 
 def arn(caller: Caller, name: str) -> str:
@@ -121,10 +117,8 @@ class TrainingJobs:
     def __init__(self, state: State, home: Path, worker_env: Callable[[], dict[str, str]]
                  ) -> None:
         self.state = state
-        self.jobs_dir = home / "training-jobs"
-        self.worker_env = worker_env
-        self._workers: dict[str, subprocess.Popen[str]] = {}
-        self._lock = threading.Lock()
+        self.workers = JobWorkers(state, "openknn.service.worker", home / "training-jobs",
+                                  LOG_GROUP, EVENTS, worker_env, "training-job")
 
     # -- life of the service -----------------------------------------------------------------
 
@@ -147,18 +141,7 @@ class TrainingJobs:
 
     def shutdown(self, timeout: float = 10.0) -> None:
         """Stop every worker (SIGTERM, then SIGKILL) and mark its job Failed."""
-        with self._lock:
-            workers = dict(self._workers)
-        for proc in workers.values():
-            if proc.poll() is None:
-                proc.terminate()
-        deadline = time.monotonic() + timeout
-        for name, proc in workers.items():
-            try:
-                proc.wait(max(0.1, deadline - time.monotonic()))
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait()
+        for name in self.workers.shutdown(timeout):
             self.state.update(KIND, name, functools.partial(self._interrupted, now=time.time()))
 
     # -- operations --------------------------------------------------------------------------
@@ -280,10 +263,7 @@ class TrainingJobs:
             return d
 
         self.state.update(KIND, name, stopping)
-        with self._lock:
-            proc = self._workers.get(name)
-        if proc is not None and proc.poll() is None:
-            proc.send_signal(signal.SIGTERM)
+        self.workers.stop(name)
         return {}
 
     def handlers(self) -> dict[str, Handler]:
@@ -293,40 +273,20 @@ class TrainingJobs:
     # -- the worker --------------------------------------------------------------------------
 
     def _start(self, name: str, job: dict[str, Any], stream: str) -> None:
-        folder = self.jobs_dir / name
-        folder.mkdir(parents=True, exist_ok=True)
-        (folder / "job.json").write_text(json.dumps(job))
-        env = {**os.environ, **self.worker_env(), "PYTHONUNBUFFERED": "1"}
-        proc = subprocess.Popen([sys.executable, "-m", "openknn.service.worker",
-                                 str(folder / "job.json")], stdout=subprocess.PIPE,
-                                stderr=subprocess.PIPE, stdin=subprocess.DEVNULL, text=True,
-                                env=env, cwd=folder, start_new_session=True)
-        with self._lock:
-            self._workers[name] = proc
-        threading.Thread(target=self._pump, args=(name, proc, stream), daemon=True,
-                         name=f"training-job {name}").start()
-
-    def _pump(self, name: str, proc: subprocess.Popen[str], stream: str) -> None:
-        """Until the worker exits: its log into the job's stream, its events into the job's
-        document; then the job's end, from its last event and exit status."""
-        assert proc.stdout is not None and proc.stderr is not None
-        log_thread = threading.Thread(target=self._copy_log, args=(proc.stderr, stream),
-                                      daemon=True)
-        log_thread.start()
+        """The job's worker: its stage events move the document on, its other events make
+        the outcome, read with its exit status when it ends."""
         outcome: dict[str, Any] = {}
-        for line in proc.stdout:
-            event = _event(line)
-            if event is None:  # a library's print: the log's, not the protocol's
-                self.state.append_logs(LOG_GROUP, stream, [(_ms(), line.rstrip("\n"))])
-            elif "stage" in event:
+
+        def on_event(event: dict[str, Any]) -> None:
+            if "stage" in event:
                 self._stage(name, str(event["stage"]))
             else:
                 outcome.update(event)
-        status = proc.wait()
-        log_thread.join(timeout=10)
-        with self._lock:
-            self._workers.pop(name, None)
-        self.state.update(KIND, name, lambda d: _ended(d, outcome, status, time.time()))
+
+        def on_end(status: int) -> None:
+            self.state.update(KIND, name, lambda d: _ended(d, outcome, status, time.time()))
+
+        self.workers.start(name, job, stream, on_event, on_end)
 
     def _stage(self, name: str, stage: str) -> None:
         def change(doc: Doc) -> Doc | None:
@@ -339,23 +299,6 @@ class TrainingJobs:
             return doc
 
         self.state.update(KIND, name, change)
-
-    def _copy_log(self, stderr: IO[str], stream: str) -> None:
-        for line in stderr:
-            self.state.append_logs(LOG_GROUP, stream, [(_ms(), line.rstrip("\n"))])
-
-
-def _ms() -> int:
-    return int(time.time() * 1000)
-
-
-def _event(line: str) -> dict[str, Any] | None:
-    try:
-        event = json.loads(line)
-    except ValueError:
-        return None
-    known = ("stage", "metrics", "failure", "stopped")
-    return event if isinstance(event, dict) and any(k in event for k in known) else None
 
 
 def _ended(doc: Doc, outcome: dict[str, Any], status: int, now: float) -> Doc:

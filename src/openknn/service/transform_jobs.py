@@ -13,21 +13,16 @@ that stopped or died is marked Failed, saying so, when the service starts again.
 from __future__ import annotations
 
 import functools
-import json
 import logging
-import os
 import secrets
-import signal
-import subprocess
-import sys
-import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
-from typing import IO, Any
+from typing import Any
 
 from openknn.service import hosting, validate
 from openknn.service.api import ApiError, Caller, Handler, validation
+from openknn.service.job_workers import JobWorkers
 from openknn.service.state import Doc, State
 
 log = logging.getLogger(__name__)
@@ -35,6 +30,7 @@ log = logging.getLogger(__name__)
 KIND = "transform-job"
 LOG_GROUP = "/aws/sagemaker/TransformJobs"
 STATUSES = ("InProgress", "Completed", "Failed", "Stopping", "Stopped")
+EVENTS = ("started", "done", "failure", "stopped")  # what the worker says on stdout
 RUNNING = ("InProgress", "Stopping")
 MAX_PAYLOAD_MB = 100  # SageMaker's limit, for MaxPayloadInMB × MaxConcurrentTransforms too
 IDENTITY_FILTER = (None, "$")
@@ -167,10 +163,9 @@ class TransformJobs:
     def __init__(self, state: State, home: Path, worker_env: Callable[[], dict[str, str]]
                  ) -> None:
         self.state = state
-        self.jobs_dir = home / "transform-jobs"
-        self.worker_env = worker_env
-        self._workers: dict[str, subprocess.Popen[str]] = {}
-        self._lock = threading.Lock()
+        self.workers = JobWorkers(state, "openknn.service.transform_worker",
+                                  home / "transform-jobs", LOG_GROUP, EVENTS, worker_env,
+                                  "transform-job")
 
     # -- life of the service -----------------------------------------------------------------
 
@@ -193,18 +188,7 @@ class TransformJobs:
 
     def shutdown(self, timeout: float = 10.0) -> None:
         """Stop every worker (SIGTERM, then SIGKILL) and mark its job Failed."""
-        with self._lock:
-            workers = dict(self._workers)
-        for proc in workers.values():
-            if proc.poll() is None:
-                proc.terminate()
-        deadline = time.monotonic() + timeout
-        for name, proc in workers.items():
-            try:
-                proc.wait(max(0.1, deadline - time.monotonic()))
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait()
+        for name in self.workers.shutdown(timeout):
             self.state.update(KIND, name, functools.partial(self._interrupted, now=time.time()))
 
     # -- operations --------------------------------------------------------------------------
@@ -293,10 +277,7 @@ class TransformJobs:
             return d
 
         self.state.update(KIND, name, stopping)
-        with self._lock:
-            proc = self._workers.get(name)
-        if proc is not None and proc.poll() is None:
-            proc.send_signal(signal.SIGTERM)
+        self.workers.stop(name)
         return {}
 
     def handlers(self) -> dict[str, Handler]:
@@ -306,57 +287,20 @@ class TransformJobs:
     # -- the worker --------------------------------------------------------------------------
 
     def _start(self, name: str, job: dict[str, Any], env: dict[str, str], stream: str) -> None:
-        folder = self.jobs_dir / name
-        folder.mkdir(parents=True, exist_ok=True)
-        (folder / "job.json").write_text(json.dumps(job))
-        env = {**os.environ, **self.worker_env(), "PYTHONUNBUFFERED": "1", **env}
-        proc = subprocess.Popen([sys.executable, "-m", "openknn.service.transform_worker",
-                                 str(folder / "job.json")], stdout=subprocess.PIPE,
-                                stderr=subprocess.PIPE, stdin=subprocess.DEVNULL, text=True,
-                                env=env, cwd=folder, start_new_session=True)
-        with self._lock:
-            self._workers[name] = proc
-        threading.Thread(target=self._pump, args=(name, proc, stream), daemon=True,
-                         name=f"transform-job {name}").start()
-
-    def _pump(self, name: str, proc: subprocess.Popen[str], stream: str) -> None:
-        """Until the worker exits: its log into the job's stream, its events into the job's
-        document; then the job's end, from its last event and exit status."""
-        assert proc.stdout is not None and proc.stderr is not None
-        log_thread = threading.Thread(target=self._copy_log, args=(proc.stderr, stream),
-                                      daemon=True)
-        log_thread.start()
+        """The job's worker: its start event moves the document on, its other events make
+        the outcome, read with its exit status when it ends."""
         outcome: dict[str, Any] = {}
-        for line in proc.stdout:
-            event = _event(line)
-            if event is None:  # a library's print: the log's, not the protocol's
-                self.state.append_logs(LOG_GROUP, stream, [(_ms(), line.rstrip("\n"))])
-            elif "started" in event:
+
+        def on_event(event: dict[str, Any]) -> None:
+            if "started" in event:
                 self.state.update(KIND, name, functools.partial(_started, now=time.time()))
             else:
                 outcome.update(event)
-        status = proc.wait()
-        log_thread.join(timeout=10)
-        with self._lock:
-            self._workers.pop(name, None)
-        self.state.update(KIND, name, lambda d: _ended(d, outcome, status, time.time()))
 
-    def _copy_log(self, stderr: IO[str], stream: str) -> None:
-        for line in stderr:
-            self.state.append_logs(LOG_GROUP, stream, [(_ms(), line.rstrip("\n"))])
+        def on_end(status: int) -> None:
+            self.state.update(KIND, name, lambda d: _ended(d, outcome, status, time.time()))
 
-
-def _ms() -> int:
-    return int(time.time() * 1000)
-
-
-def _event(line: str) -> dict[str, Any] | None:
-    try:
-        event = json.loads(line)
-    except ValueError:
-        return None
-    known = ("started", "done", "failure", "stopped")
-    return event if isinstance(event, dict) and any(k in event for k in known) else None
+        self.workers.start(name, job, stream, on_event, on_end, env)
 
 
 def _started(doc: Doc, now: float) -> Doc | None:
