@@ -32,13 +32,11 @@ import argparse
 import contextlib
 import gc
 import hashlib
-import logging
 import os
 import shutil
-import socket
 import statistics
+import sys
 import tempfile
-import threading
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -50,72 +48,22 @@ import s3fs
 from boto3.s3.transfer import TransferConfig
 from botocore.config import Config
 
-from openknn.jobs.data import Channel, iter_blocks
-from openknn.jobs.storage import list_channel, open_binary
-from openknn.sdk import write_numpy_to_dense_tensor
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the servers the S3 tests use
+from tests.s3_servers import moto_s3 as moto_server  # noqa: E402
+from tests.s3_servers import store_s3 as store_server  # noqa: E402
+
+from openknn.jobs.data import Channel, iter_blocks  # noqa: E402
+from openknn.jobs.storage import list_channel, open_binary  # noqa: E402
+from openknn.sdk import write_numpy_to_dense_tensor  # noqa: E402
 
 BUCKET = "bench"
 KEY = "train/train.pbr"
 MIB = 1 << 20
 WRITE_ROWS = 50_000  # rows per write_numpy_to_dense_tensor call: bounded memory
 MINI_BATCH = 5000  # the mini_batch_size hyperparameter's default
-START_TIMEOUT_S = 20.0
 ENV = {"AWS_ACCESS_KEY_ID": "test", "AWS_SECRET_ACCESS_KEY": "test",
        "AWS_DEFAULT_REGION": "us-east-1"}
 UNSET = ("AWS_ENDPOINT_URL_S3", "AWS_PROFILE", "AWS_SESSION_TOKEN")
-
-
-class UvicornThread:
-    """An ASGI app under uvicorn in a daemon thread, on a socket bound here to 127.0.0.1:0
-    (tests/s3_servers.py's, copied so that the benchmark does not import the tests)."""
-
-    def __init__(self, app: Any) -> None:
-        import uvicorn
-
-        self.sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-        self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        self.sock.bind(("127.0.0.1", 0))
-        self.port = self.sock.getsockname()[1]
-        config = uvicorn.Config(app, log_level="warning", lifespan="off")
-        self.server = uvicorn.Server(config)
-        self.thread = threading.Thread(target=self.server.run, kwargs={"sockets": [self.sock]},
-                                       daemon=True)
-
-    def __enter__(self) -> UvicornThread:
-        self.thread.start()
-        deadline = time.monotonic() + START_TIMEOUT_S
-        while not self.server.started:
-            if time.monotonic() > deadline or not self.thread.is_alive():
-                raise RuntimeError("uvicorn did not start")
-            time.sleep(0.01)
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.server.should_exit = True
-        self.thread.join(timeout=10)
-        self.sock.close()
-
-
-@contextlib.contextmanager
-def store_server(root: Path) -> Iterator[str]:
-    from openknn.service.s3 import create_app
-
-    with UvicornThread(create_app(root)) as running:
-        yield f"http://127.0.0.1:{running.port}"
-
-
-@contextlib.contextmanager
-def moto_server() -> Iterator[str]:
-    from moto.server import ThreadedMotoServer
-
-    logging.getLogger("werkzeug").setLevel(logging.ERROR)
-    server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
-    server.start()
-    host, port = server.get_host_and_port()
-    try:
-        yield f"http://{host}:{port}"
-    finally:
-        server.stop()
 
 
 @contextlib.contextmanager
