@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import time
+from typing import Any
 
 import numpy as np
 import pytest
@@ -247,3 +248,48 @@ def test_a_lone_single_row_is_searched_on_the_loop_and_concurrent_ones_are_batch
     assert [p.predicted.tolist() for p in together] == [[0.0], [1.0], [2.0], [3.0]]
     assert threads[0] == "MainThread" and threads[1].startswith("openknn-search")
     assert batches == [1, 4]
+
+
+def test_a_client_still_sending_is_not_waited_for() -> None:
+    """Issue 15, part 3: a request counts as arriving (the batch waits for it, up to the
+    window) only once its body is in; an upload that stalls half-way holds no batch back, and
+    a one-row request beside it is answered at once."""
+    import httpx
+
+    from openknn.core import index as fi
+    from openknn.core.model import KnnModel, ModelMeta
+    from openknn.serving.app import create_app
+
+    x = np.random.default_rng(1).standard_normal((20, 3)).astype(np.float32)
+    meta = ModelMeta(k=1, predictor_type="regressor", feature_dim=3, index_dim=3,
+                     index_type="faiss.Flat", num_points=20)
+    model = KnnModel(meta, fi.build(x, 1, fi.IndexConfig(index_type="faiss.Flat")),
+                     np.arange(20, dtype=np.float32))
+    row = ",".join(str(v) for v in x[7]).encode()
+    csv = {"Content-Type": "text/csv"}
+
+    async def main() -> tuple[int, list[float], int, int]:
+        app = create_app(model)
+        gate = asyncio.Event()
+
+        async def stalled() -> Any:
+            yield row[:3]  # part of a row, then nothing until the gate opens
+            await gate.wait()
+            yield row[3:]
+
+        async with app.router.lifespan_context(app), httpx.AsyncClient(
+                transport=httpx.ASGITransport(app=app), base_url="http://endpoint") as client:
+            slow = [asyncio.create_task(client.post("/invocations", content=stalled(),
+                                                    headers=csv)) for _ in range(3)]
+            await asyncio.sleep(0.2)
+            arriving = app.state.endpoint.batcher._arriving
+            quick = await asyncio.wait_for(client.post("/invocations", content=row,
+                                                       headers=csv), 5)
+            gate.set()
+            answers = await asyncio.gather(*slow)
+        labels = quick.json()["predictions"][0]["predicted_label"]
+        return arriving, [labels], quick.status_code, sum(a.status_code for a in answers)
+
+    arriving, labels, status, slow_statuses = asyncio.run(main())
+    assert arriving == 0 and status == 200 and labels == [7.0]
+    assert slow_statuses == 3 * 200

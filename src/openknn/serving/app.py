@@ -208,8 +208,7 @@ class Endpoint:
         start, status, rows = time.perf_counter(), 200, 0
         batcher = self.batcher
         assert batcher is not None
-        batcher.arriving()
-        submitted = False
+        arrived = submitted = False
         try:
             if self.model is None:
                 status = 503
@@ -219,6 +218,10 @@ class Endpoint:
             body = await read_body(request, self.settings.max_payload_mb)
             response_type = negotiate(request.headers.get("accept"))
             request_type, knob = check_request(model, request.headers.get("content-type"))
+            # Arriving only once its body is in: a batch waits (up to the window) for rows
+            # being decoded, never for a client still sending, which may take seconds.
+            batcher.arriving()
+            arrived = True
             features = await decode_off_loop(model, body, request_type)
             submitted = True
             predictions = await batcher.submit(features, knob)
@@ -238,7 +241,7 @@ class Endpoint:
             self.faults.failed(exc)
             return error_response(500, "Internal error; the server log has the details")
         finally:
-            if not submitted:
+            if arrived and not submitted:
                 batcher.abandon()
             if status == DISCONNECTED:
                 self.metrics.disconnected()

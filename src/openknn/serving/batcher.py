@@ -38,8 +38,9 @@ def split(predictions: Predictions, sizes: list[int]) -> list[Predictions]:
 class MicroBatcher:
     """Collects rows while a search runs, then searches them together.
 
-    A batch starts at once when no other request is still being read or decoded, so a lone
-    request never waits; otherwise it waits up to ``window_s`` for those requests, or until
+    A batch starts at once when no other request is still being decoded (a request counts
+    from when its body is in, ``arriving``: a client still sending holds no batch back), so a
+    lone request never waits; otherwise it waits up to ``window_s`` for those requests, or until
     ``max_rows`` rows are queued. A lone request of at most ``inline_rows`` rows, with no
     search running, nothing queued and no other request arriving, is searched right there on
     the event loop: it could not share a batch, and the two thread hand-offs of the search
@@ -72,7 +73,8 @@ class MicroBatcher:
         self._executor.shutdown(wait=True)
 
     def arriving(self) -> None:
-        """A request started; it will submit rows or call ``abandon``."""
+        """A request's body is in and is being decoded; it will submit rows or call
+        ``abandon``."""
         self._arriving += 1
 
     def abandon(self) -> None:
