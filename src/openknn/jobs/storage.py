@@ -84,6 +84,20 @@ def _remote_call(location: str, what: str, call: Any, *args: Any) -> Any:
         raise error from None
 
 
+def _remote_lookup(location: str, what: str, call: Any) -> Any:
+    """``_remote_call`` for a read of one key: None where the key is missing (a missing
+    bucket is still the user's error, named)."""
+    def lookup() -> Any:
+        try:
+            return call()
+        except FileNotFoundError as exc:
+            if _no_such_bucket(exc, location):
+                raise
+            return None
+
+    return _remote_call(location, what, lookup)
+
+
 @contextlib.contextmanager
 def staged_output(location: str | os.PathLike[str], what: str,
                   last: Sequence[str] = ()) -> Iterator[Path]:
@@ -295,16 +309,11 @@ def read_bytes(location: str, what: str, limit: int | None = None) -> bytes | No
         except OSError as exc:
             raise ChannelError(f"Cannot read {what} {location!r}: {exc.strerror}; give a "
                                "readable file") from None
-    try:
+    def read() -> bytes:
         fs, path = _fsspec().core.url_to_fs(location)
-        data: bytes = fs.cat_file(path, start=0, end=None if limit is None else limit + 1)
-    except Exception as exc:
-        if isinstance(exc, FileNotFoundError) and not _no_such_bucket(exc, location):
-            return None
-        error = remote_error(exc, location, what)
-        if error is None:
-            raise
-        raise error from None
+        return bytes(fs.cat_file(path, start=0, end=None if limit is None else limit + 1))
+
+    data: bytes | None = _remote_lookup(location, what, read)
     return data
 
 
@@ -394,14 +403,11 @@ def object_size(location: str, what: str) -> int | None:
     """The size of the ``s3://`` object ``location``, or None where there is none (a key
     that is missing or only a prefix); a missing bucket, access denied or an endpoint that
     does not answer is one ChannelError naming ``what``."""
-    try:
+    def info() -> dict[str, Any]:
         fs, path = _fsspec().core.url_to_fs(location)
-        info = fs.info(path)
-    except Exception as exc:
-        if isinstance(exc, FileNotFoundError) and not _no_such_bucket(exc, location):
-            return None
-        error = remote_error(exc, location, what)
-        if error is None:
-            raise
-        raise error from None
-    return int(info.get("size", 0)) if info.get("type") == "file" else None
+        return dict(fs.info(path))
+
+    found: dict[str, Any] | None = _remote_lookup(location, what, info)
+    if found is None or found.get("type") != "file":
+        return None
+    return int(found.get("size", 0))
