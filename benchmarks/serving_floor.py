@@ -4,12 +4,13 @@ for Flat, IVFFlat, IVFPQ and HNSW, from one run (issue 15).
 
 The models are trained by openknn on the tutorial's split (k=10, classifier). The bare app
 (``BARE_APP``) loads the same model.tar.gz with openknn's loader but then uses only the
-faiss index and the labels: ``np.array`` of the body's floats, ``index.search`` (one OpenMP
-thread for one row), a ``bincount`` vote, ``orjson``. It skips what openknn does on top
-(content negotiation, limits and timeouts, micro-batching, the exact float64 re-ranking of
-decision 1, checks for NaN, metrics), so it is a floor, not a rival. Both serve on 127.0.0.1
-under uvicorn with uvloop and httptools, one process each, with the machine's threads for
-faiss. The load is wrk (Debian's package) with one keep-alive connection (concurrency 1)
+faiss index and the labels: ``np.array`` of the body's floats, ``index.search`` with the
+model's nprobe or efSearch (one OpenMP thread for one row; faiss's BLAS path from 16 rows,
+which is faster here than its default), a ``bincount`` vote, ``orjson``. It skips what
+openknn does on top (content negotiation, limits and timeouts, micro-batching, the exact
+float64 re-ranking of decision 1, checks for NaN, metrics), so it is a floor, not a rival.
+Both serve on 127.0.0.1 under uvicorn with uvloop and httptools, one process each, with the
+machine's threads for faiss. The load is wrk (Debian's package) with one keep-alive connection (concurrency 1)
 or 32 (two wrk threads), POSTing the same body for ``--seconds`` each:
 
 - ``single c1``, ``single c32``: one test row as ``text/csv``;
@@ -55,7 +56,10 @@ model = artifact.load(sys.argv[1])
 index, labels, k = model.index, model.labels, model.meta.k
 if hasattr(index, "nprobe"):
     index.nprobe = model.meta.nprobe
-one = 1
+elif hasattr(index, "hnsw"):
+    index.hnsw.efSearch = model.meta.nprobe  # the model's efSearch, as openknn searches
+else:  # Flat: faiss's BLAS path from 16 rows (openknn.core.index.BLAS_MIN_ROWS) is faster
+    faiss.cvar.distance_compute_blas_threshold = 16 * index.d  # here than its default
 
 async def app(scope, receive, send):
     if scope["type"] != "http":

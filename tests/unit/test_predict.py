@@ -9,6 +9,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 from hypothesis.extra.numpy import arrays
 
+from openknn.core import predict as predict_module
 from openknn.core.predict import mean, predict, vote
 
 
@@ -37,3 +38,16 @@ def test_mean_and_dispatch() -> None:
     np.testing.assert_array_equal(predict(labels, "classifier"), vote(labels))
     np.testing.assert_array_equal(predict(labels, "regressor"), mean(labels))
     assert vote(labels).dtype == np.float32 and mean(labels).dtype == np.float32
+
+
+@given(arrays(np.float32, st.tuples(st.integers(1, 4), st.integers(1, 15)),
+              elements=st.sampled_from([0.0, -0.0, 1.5, -2.0, 3.0, 1e30, -1e-30])))
+def test_the_small_vote_is_the_batch_vote_bit_for_bit(labels: np.ndarray) -> None:
+    """Issue 15: a few rows are voted in Python (the single-row path); the answers are the
+    numpy path's, to the bit (a row of -0.0 and 0.0 votes for their one value, equal)."""
+    many = np.concatenate([labels] * 5)  # over SMALL_VOTE_ROWS rows: the numpy path
+    assert many.shape[0] > predict_module.SMALL_VOTE_ROWS
+    small, batch = vote(labels), vote(many)[:labels.shape[0]]
+    assert small.dtype == batch.dtype == np.float32
+    np.testing.assert_array_equal(small, batch)
+    assert [oracle_vote(r) for r in labels.tolist()] == small.tolist()

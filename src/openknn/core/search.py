@@ -26,6 +26,9 @@ FLAT_EXTRA_CANDIDATES = 8  # beyond k: room for the proof to succeed in faiss's 
 BRUTE_FORCE_CHUNK = 1 << 22  # float64 distances held at once by the fallback (32 MiB)
 RERANK_CHUNK = 1 << 20  # vector coordinates gathered at once for re-ranking (8 MiB float64)
 _norms: weakref.WeakKeyDictionary[Any, tuple[int, float]] = weakref.WeakKeyDictionary()
+# an index's stored vectors as a view, with the count it was made at (a single-row search
+# spends as long in faiss's wrappers making the view as in re-ranking its candidates)
+_views: weakref.WeakKeyDictionary[Any, tuple[int, np.ndarray]] = weakref.WeakKeyDictionary()
 
 
 def is_l2(index: Any) -> bool:
@@ -54,9 +57,15 @@ def vectors_of(index: Any, ids: np.ndarray) -> np.ndarray:
     """The stored vectors of ``ids`` (any shape) as float32, shape ``ids.shape + (d,)``. IVF
     indexes get a direct map on first use (for IVFPQ these are the decoded vectors: the
     points as the index holds them). A hash table, since a shard's ids are not 0..n-1."""
+    cached = _views.get(index)
+    if cached is not None and cached[0] == int(index.ntotal):
+        picked: np.ndarray = cached[1][ids]
+        return picked
     flat = flat_storage(index)
     if flat is not None:
-        picked: np.ndarray = stored(flat)[ids]
+        view = stored(flat)
+        _views[index] = (view.shape[0], view)
+        picked = view[ids]
         return picked
     if int(index.direct_map.type) == int(DIRECT_MAP.NoMap):
         index.set_direct_map_type(DIRECT_MAP.Hashtable)
@@ -81,7 +90,8 @@ def top_k(dist: np.ndarray, ids: np.ndarray, k: int, l2: bool,
           ) -> tuple[np.ndarray, np.ndarray]:
     """The best ``k`` columns of each row, nearest first, equal distances by smaller id."""
     order = np.lexsort((ids, dist if l2 else -dist), axis=1)[:, :k]
-    return np.take_along_axis(dist, order, 1), np.take_along_axis(ids, order, 1)
+    rows = np.arange(dist.shape[0])[:, None]  # what take_along_axis does, for less set-up
+    return dist[rows, order], ids[rows, order]
 
 
 def max_norm(flat: Any) -> float:
@@ -152,7 +162,7 @@ def candidate_rounds(index: Any, k: int) -> tuple[int, ...]:
     (faiss's selection costs grow with the count on small indexes), then ``4k`` + 32 for the
     rows the first round could not prove; ``k`` itself on approximate indexes (their recall
     is what it is; their distances get exact)."""
-    if flat_storage(index) is not index:
+    if not isinstance(index, faiss.IndexFlat):  # flat_storage(index) is not index
         return (k,)
     n = int(index.ntotal)
     return tuple(sorted({min(n, k + FLAT_EXTRA_CANDIDATES), min(n, 4 * k + 32)}))
@@ -174,9 +184,11 @@ def exact_distances(index: Any, queries: np.ndarray, ids: np.ndarray, l2: bool,
     """``distances`` of each query to its stored points ``ids`` (n, c), -1 as the worst
     value, a few rows at a time so the gathered vectors stay small (10,000 queries x 784
     dimensions would otherwise gather a gigabyte)."""
-    out = np.empty(ids.shape)
     d = int(index.d)
     step = max(1, RERANK_CHUNK // max(1, ids.shape[1] * d))
+    if ids.shape[0] <= step and ids.min(initial=0) >= 0:  # one chunk, every id found
+        return distances(queries, vectors_of(index, ids), l2)
+    out = np.empty(ids.shape)
     for a in range(0, ids.shape[0], step):
         part = ids[a:a + step]
         valid = part >= 0  # a shard's probed lists, or an HNSW graph, may return fewer
@@ -203,7 +215,7 @@ def refined(index: Any, queries: np.ndarray, k: int, nprobe: int, searcher: Any 
     finder = index if searcher is None else searcher
     rounds = candidate_rounds(index, k)
     last, dist, top = _round(index, finder, queries, rounds[0], k, nprobe, complete)
-    if flat_storage(index) is not index:
+    if not isinstance(index, faiss.IndexFlat):  # approximate: no proof to make
         return dist, top
     n = int(index.ntotal)
     unsure = np.zeros(len(queries), bool) if rounds[0] >= n else ~proven(

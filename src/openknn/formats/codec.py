@@ -3,6 +3,7 @@ predictions to response bodies, for the server, batch transform and the SDK alik
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass
 
 import numpy as np
@@ -86,6 +87,9 @@ def _too_long(what: str, value: str, limit: int) -> str:
             f"send one media type with its parameters")
 
 
+# Requests repeat their headers: the checked values are remembered (pure functions of the
+# header's text; an error is raised again each time, not remembered).
+@functools.lru_cache(maxsize=256)
 def request_type(content_type: str | None, feature_dim: int | None = None) -> RequestType:
     """The request's checked Content-Type (415 for the type or charset, 400 for a
     parameter's value); ``feature_dim`` bounds ``label_size``."""
@@ -122,6 +126,7 @@ def request_type(content_type: str | None, feature_dim: int | None = None) -> Re
     return RequestType(media, label_size, charset, knobs[0] if knobs else None)
 
 
+@functools.lru_cache(maxsize=256)
 def negotiate(accept: str | None) -> ResponseType:
     """Pick the response type from an Accept header (first supported entry wins), or 406."""
     if not accept or not accept.strip():

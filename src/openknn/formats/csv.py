@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import codecs
 import csv
+import functools
 import gzip
 import os
 import re
@@ -272,6 +273,7 @@ def _strip_bom(data: bytes) -> bytes:
     return data.removeprefix(_BOM)
 
 
+@functools.lru_cache(maxsize=256)  # a pure function of the name, asked on every body
 def text_codec(charset: str) -> str:
     """Python's name for a Content-Type ``charset`` that is a text encoding openknn reads
     (:data:`TEXT_CHARSETS`), or UnsupportedMediaType (415) naming it."""
