@@ -10,14 +10,18 @@ which is faster here than its default), a ``bincount`` vote, ``orjson``. It skip
 openknn does on top (content negotiation, limits and timeouts, micro-batching, the exact
 float64 re-ranking of decision 1, checks for NaN, metrics), so it is a floor, not a rival.
 Both serve on 127.0.0.1 under uvicorn with uvloop and httptools, one process each, with the
-machine's threads for faiss. The load is wrk (Debian's package) with one keep-alive connection (concurrency 1)
-or 32 (two wrk threads), POSTing the same body for ``--seconds`` each:
+machine's threads for faiss. The load is wrk (Debian's package) with one keep-alive
+connection (concurrency 1) or 32 (two wrk threads), POSTing the same body for ``--seconds``
+each:
 
 - ``single c1``, ``single c32``: one test row as ``text/csv``;
 - ``581 c1``: 581 test rows (the tutorial's batch) as ``text/csv``.
 
 Printed: requests/s and wrk's p50 / p99 latency for each server, and openknn's requests/s as a
-fraction of the floor's. The issue's goals: single c1 >= 0.7x, 581 c1 >= 0.8x.
+fraction of the floor's; then, for single rows at concurrency 32, openknn's requests/s beside
+raw faiss's queries/s for batches of 32 test rows (``index.search`` in this process, the
+model's knob, every thread). The issue's goals: single c1 >= 0.7x the floor, 581 c1 >= 0.8x
+the floor, single c32 >= 0.8x raw faiss batch-32.
 
     .venv/bin/python benchmarks/serving_floor.py [--path covtype.csv.gz] [--seconds 5]
         [--index faiss.Flat ...]
@@ -26,6 +30,7 @@ fraction of the floor's. The issue's goals: single c1 >= 0.7x, 581 c1 >= 0.8x.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
 import re
 import shutil
@@ -33,13 +38,15 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
+import faiss
 import httpx
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
-from openknn.jobs import datasets, training  # noqa: E402
+from openknn.jobs import artifact, datasets, training  # noqa: E402
 from openknn.serving.process import free_port  # noqa: E402
 
 DEFAULT_DATA = (Path(__file__).resolve().parents[2] / "shared" / "data" / "covtype"
@@ -126,6 +133,79 @@ def wrk(url: str, script: Path, connections: int, seconds: float) -> tuple[float
     return rps, pct("50"), pct("99")
 
 
+def raw_batch_qps(model_path: Path, rows: np.ndarray, batch: int = 32,
+                  seconds: float = 2.0) -> float:
+    """Raw faiss queries/s for batches of ``batch`` of ``rows``, in this process, with the
+    model's nprobe or efSearch and every thread: the c32 goal's baseline."""
+    model = artifact.load(model_path)
+    index = model.index
+    if hasattr(index, "nprobe"):
+        index.nprobe = model.meta.nprobe
+    elif hasattr(index, "hnsw"):
+        index.hnsw.efSearch = model.meta.nprobe
+    faiss.omp_set_num_threads(os.cpu_count() or 1)
+    queries = [np.ascontiguousarray(model.prepare_queries(rows[a:a + batch]), np.float32)
+               for a in range(0, len(rows) - batch + 1, batch)]
+    done, t0 = 0, time.perf_counter()
+    while time.perf_counter() - t0 < seconds:
+        index.search(queries[done % len(queries)], model.meta.k)
+        done += 1
+    return done * batch / (time.perf_counter() - t0)
+
+
+def write_bodies(root: Path, rows_by_name: dict[str, np.ndarray]) -> dict[str, tuple[Path, Path]]:
+    """Each named set of rows as a CSV body and a wrk script that POSTs it."""
+    bodies = {}
+    for name, rows in rows_by_name.items():
+        path = root / f"{name}.csv"
+        path.write_text("".join(",".join(f"{v:g}" for v in row) + "\n" for row in rows))
+        script = root / f"{name}.lua"
+        script.write_text(LUA.format(body=path))
+        bodies[name] = (path, script)
+    return bodies
+
+
+def train_models(root: Path, split: datasets.Split, index_types: list[str]) -> dict[str, Path]:
+    """openknn's model.tar.gz for each index type, trained on the tutorial's split."""
+    (root / "train").mkdir(exist_ok=True)
+    with open(root / "train" / "train.csv", "w") as f:
+        for label, row in zip(split.train_y, split.train_x):
+            f.write(f"{label:g}," + ",".join(f"{v:g}" for v in row) + "\n")
+    models = {}
+    for index_type in index_types:
+        hp = {"feature_dim": "54", "k": "10", "sample_size": "200000",
+              "predictor_type": "classifier", "index_type": index_type,
+              **INDEXES[index_type]}
+        training.train(root / "train", hyperparameters=hp, output_dir=root / index_type)
+        models[index_type] = root / index_type / "model.tar.gz"
+    return models
+
+
+@contextlib.contextmanager
+def serving(command: list[str], log_path: Path, probe: bytes) -> Iterator[str]:
+    """A server started with ``command`` (its port last), answering; its /invocations URL."""
+    env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1] / "src")}
+    port = free_port()
+    with open(log_path, "wb") as log:
+        proc = subprocess.Popen([*command, str(port)], env=env, stdout=log, stderr=log)
+        url = f"http://127.0.0.1:{port}/invocations"
+        try:
+            try:
+                wait_ready(url, proc, probe)
+            except (RuntimeError, AssertionError):
+                log.flush()
+                print(log_path.read_text()[-3000:])
+                raise
+            yield url
+        finally:
+            proc.terminate()
+            proc.wait(10)
+
+
+def openknn_command(model: Path) -> list[str]:
+    return [sys.executable, "-m", "openknn", "serve", str(model), "--port"]
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--path", type=Path, default=DEFAULT_DATA)
@@ -135,63 +215,41 @@ def main() -> None:
     if shutil.which("wrk") is None:
         raise SystemExit("wrk is not installed: apt-get install -y wrk")
     split = datasets.tutorial_split(datasets.load_covtype(args.path))
-    env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1] / "src")}
-    results = []
+    index_types = args.index or list(INDEXES)
+    results, raw = [], {}
     with tempfile.TemporaryDirectory() as tmp:
         root = Path(tmp)
-        (root / "train").mkdir()
-        with open(root / "train" / "train.csv", "w") as f:
-            for label, row in zip(split.train_y, split.train_x):
-                f.write(f"{label:g}," + ",".join(f"{v:g}" for v in row) + "\n")
-        bodies = {}
-        for name, rows in (("single", split.test_x[:1]), ("581", split.test_x[:581])):
-            path = root / f"{name}.csv"
-            path.write_text("".join(",".join(f"{v:g}" for v in row) + "\n" for row in rows))
-            script = root / f"{name}.lua"
-            script.write_text(LUA.format(body=path))
-            bodies[name] = (path, script)
-        for index_type in args.index or list(INDEXES):
-            hp = {"feature_dim": "54", "k": "10", "sample_size": "200000",
-                  "predictor_type": "classifier", "index_type": index_type,
-                  **INDEXES[index_type]}
-            out = root / index_type
-            training.train(root / "train", hyperparameters=hp, output_dir=out)
-            model = out / "model.tar.gz"
-            probe = bodies["single"][0].read_bytes()
+        bodies = write_bodies(root, {"single": split.test_x[:1], "581": split.test_x[:581]})
+        models = train_models(root, split, index_types)
+        probe = bodies["single"][0].read_bytes()
+        for index_type in index_types:
+            model = models[index_type]
             for server in ("openknn", "floor"):
-                port = free_port()
-                command = ([sys.executable, "-m", "openknn", "serve", str(model), "--port",
-                            str(port)] if server == "openknn"
-                           else [sys.executable, "-c", BARE_APP, str(model), str(port)])
-                log = open(root / f"{server}-{index_type}.log", "wb")
-                proc = subprocess.Popen(command, env=env, stdout=log, stderr=log)
-                url = f"http://127.0.0.1:{port}/invocations"
-                try:
-                    try:
-                        wait_ready(url, proc, probe)
-                    except (RuntimeError, AssertionError):
-                        log.close()
-                        print((root / f"{server}-{index_type}.log").read_text()[-3000:])
-                        raise
+                command = (openknn_command(model) if server == "openknn"
+                           else [sys.executable, "-c", BARE_APP, str(model)])
+                with serving(command, root / f"{server}-{index_type}.log", probe) as url:
                     for shape, connections in (("single", 1), ("single", 32), ("581", 1)):
                         rps, p50, p99 = wrk(url, bodies[shape][1], connections, args.seconds)
                         results.append((index_type, f"{shape} c{connections}", server, rps,
                                         p50, p99))
-                finally:
-                    proc.terminate()
-                    proc.wait(10)
-                    log.close()
+            raw[index_type] = raw_batch_qps(model, split.test_x[:4096])
     print(f"covtype rows: {len(split.train_y)} train; wrk {args.seconds:g} s per row")
     print(f"{'index':<15}{'load':<12}{'openknn r/s':>12}{'p50':>8}{'p99':>8}"
           f"{'floor r/s':>11}{'p50':>8}{'p99':>8}{'ratio':>7}")
     table = {(i, load, s): (r, a, b) for i, load, s, r, a, b in results}
-    for index_type in args.index or list(INDEXES):
+    for index_type in index_types:
         for load in ("single c1", "single c32", "581 c1"):
             o, f = table[(index_type, load, "openknn")], table[(index_type, load, "floor")]
             print(f"{index_type:<15}{load:<12}{o[0]:12.0f}{o[1]:8.2f}{o[2]:8.2f}"
                   f"{f[0]:11.0f}{f[1]:8.2f}{f[2]:8.2f}{o[0] / f[0]:7.2f}")
     print("(p50 / p99 in ms; ratio = openknn's requests/s over the floor's; goals: single c1 "
           ">= 0.7, 581 c1 >= 0.8)")
+    print(f"\n{'index':<15}{'openknn single c32 r/s':>24}{'raw faiss batch-32 q/s':>24}"
+          f"{'ratio':>7}")
+    for index_type in index_types:
+        c32 = table[(index_type, "single c32", "openknn")][0]
+        print(f"{index_type:<15}{c32:24.0f}{raw[index_type]:24.0f}{c32 / raw[index_type]:7.2f}")
+    print("(goal: >= 0.8)")
 
 
 if __name__ == "__main__":

@@ -293,3 +293,77 @@ def test_a_client_still_sending_is_not_waited_for() -> None:
     arriving, labels, status, slow_statuses = asyncio.run(main())
     assert arriving == 0 and status == 200 and labels == [7.0]
     assert slow_statuses == 3 * 200
+
+
+def test_a_big_request_is_searched_in_slices_and_a_small_one_goes_first() -> None:
+    """Issue 15, part 3: while other requests wait, a big request's rows go to faiss a slice
+    at a time, so a one-row request that arrives during its search waits for one slice, not
+    the whole request; each request still gets its own rows' answers, in order. The last big
+    request, alone, is searched whole."""
+    done: list[str] = []
+
+    async def main() -> tuple[list[Predictions], Predictions, Recorder]:
+        search = Recorder(delay=0.02)
+        batcher = MicroBatcher(search, window_s=0.001, max_rows=1000, slice_rows=10)
+        batcher.start()
+
+        async def big(name: str, first: float) -> Predictions:
+            rows = (first + np.arange(50, dtype=np.float32))[:, None] * np.ones((1, 3))
+            answer = await batcher.submit(rows.astype(np.float32))
+            done.append(name)
+            return answer
+
+        async def small() -> Predictions:
+            await asyncio.sleep(0.005)  # while the first big request's first slice is searched
+            answer = await request(batcher, -1.0)
+            done.append("small")
+            return answer
+
+        batcher.arriving()
+        batcher.arriving()
+        *bigs, small_answer = await asyncio.gather(big("big 1", 0), big("big 2", 100), small())
+        await batcher.stop()
+        return bigs, small_answer, search
+
+    bigs, small_answer, search = asyncio.run(main())
+    # the small row rode with a slice; big 1's last slice went with big 2's first
+    assert search.batches == [10, 11, 10, 10, 20, 40]
+    assert done == ["small", "big 1", "big 2"]
+    assert small_answer.predicted.tolist() == [-1.0]
+    for answer, first in zip(bigs, (0, 100)):
+        assert answer.predicted.tolist() == [first + i for i in range(50)]
+        assert answer.labels is not None and answer.labels.shape == (50, 2)
+        assert answer.labels[:, 0].tolist() == [first + i + 1.0 for i in range(50)]
+
+
+def test_a_big_request_alone_is_searched_whole() -> None:
+    async def main() -> Recorder:
+        search = Recorder()
+        batcher = MicroBatcher(search, window_s=0.001, max_rows=1000, slice_rows=10)
+        batcher.start()
+        await request(batcher, 1.0, rows=50)
+        await batcher.stop()
+        return search
+
+    assert asyncio.run(main()).batches == [50]
+
+
+def test_a_failed_slice_fails_its_request_and_drops_the_rest() -> None:
+    async def main() -> tuple[Recorder, Predictions]:
+        search = Recorder(fail=True)
+        batcher = MicroBatcher(search, window_s=0.001, slice_rows=4)
+        batcher.start()
+        batcher.arriving()
+        batcher.arriving()
+        outcomes = await asyncio.gather(batcher.submit(np.ones((10, 3), np.float32)),
+                                        batcher.submit(np.ones((1, 3), np.float32)),
+                                        return_exceptions=True)
+        assert all(isinstance(o, RuntimeError) for o in outcomes)
+        search.fail = False
+        after = await request(batcher, 5.0)
+        await batcher.stop()
+        return search, after
+
+    search, after = asyncio.run(main())
+    assert search.batches == [5, 1]  # the big request's other slices were never searched
+    assert after.predicted.tolist() == [5.0]
