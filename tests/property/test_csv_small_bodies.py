@@ -6,6 +6,8 @@ and a body the small path does not take (nan, spaces, a short row) gives what it
 
 from __future__ import annotations
 
+import re
+
 import numpy as np
 import pytest
 from hypothesis import given, settings
@@ -66,7 +68,9 @@ def test_small_bodies_parse_as_pyarrow_parses_them(case: tuple[bytes, int, int])
 
 
 @pytest.mark.parametrize("body", [b"nan,1\n", b"1, 2\n", b'"1",2\n', b"1,2\n3\n", b"inf,1\n",
-                                  b"1,,2\n", b"0x1,2\n"])
+                                  b"1,,2\n", b"0x1,2\n", b"\r1,2\n", b"1,2\r", b"1\r,2\n",
+                                  b"1_0,2\n", b"+,2\n", b".,2\n", b"1e,2\n", b"1-2,3\n",
+                                  b"1,2,\n", b"1.2.3,4\n"])
 def test_other_small_bodies_take_pyarrows_path(body: bytes) -> None:
     assert csv_format._parse_small(body, 2) is None
     try:
@@ -75,3 +79,28 @@ def test_other_small_bodies_take_pyarrows_path(body: bytes) -> None:
         assert "record" in str(exc)
     else:
         assert features.shape[1] == 2  # nan and inf are numbers to pyarrow too
+
+
+# The grammar the small path took before issue 15 replaced its regular expression by a check
+# of the bytes and float() itself: the oracle for which bodies it takes.
+_NUMBER = rb"[+-]?(?:\d+(?:\.\d*)?|\.\d+)(?:[eE][+-]?\d+)?"
+_ROW = _NUMBER + rb"(?:," + _NUMBER + rb")*"
+PLAIN_BODY = re.compile(rb"(?:(?:" + _ROW + rb")?\r?\n)*(?:" + _ROW + rb")?")
+
+
+@settings(max_examples=2000, deadline=None)
+@given(st.text("0123456789.,eE+-\r\n_ ", max_size=40).map(str.encode))
+def test_the_small_path_takes_exactly_the_plain_decimal_bodies(body: bytes) -> None:
+    """On any string of these characters, the small path takes a body exactly when the
+    regular expression of plain decimals matches it and every line has the same width; what
+    it takes parses as pyarrow parses it."""
+    lines = [line for line in body.split(b"\n") if line and line != b"\r"]
+    columns = len(lines[0].split(b",")) if lines else 1
+    want = bool(lines) and PLAIN_BODY.fullmatch(body) is not None and all(
+        len(line.split(b",")) == columns for line in lines)
+    got = csv_format._parse_small(body, columns)
+    assert (got is not None) == want
+    if got is not None:
+        table = csv_format._read_table(body, columns)
+        arrow, _ = csv_format._to_matrices(table, 0)
+        assert csv_format._split_small(got, 0)[0].tobytes() == arrow.tobytes()

@@ -15,10 +15,10 @@ def first_non_finite(values: np.ndarray) -> int | None:
     """The 0-based index of the first row of ``values`` holding NaN or ±inf (of a 1-D array,
     the first such value), or None where every value is finite."""
     finite = np.isfinite(values)
+    if finite.all():  # the usual case, in one pass
+        return None
     if finite.ndim > 1:
         finite = finite.all(axis=tuple(range(1, finite.ndim)))
-    if finite.all():
-        return None
     return int(np.argmax(~finite))
 
 

@@ -140,21 +140,27 @@ def parse_csv(
 # float, not pyarrow: pyarrow's read_csv costs about 0.37 ms whatever the size (its set-up),
 # Python's float about 0.1 us a value, and both round correctly, so the numbers are the same.
 # Anything else (nan, inf, spaces, quotes, a short row) takes pyarrow's path and its errors.
+# "Plain decimal": only these bytes, and a carriage return only before a line feed; then
+# float() takes exactly the decimals ``[+-](d+[.d*]|.d+)[(e|E)[+-]d+]`` (its other forms
+# need letters, underscores or spaces), and a CR is the whitespace it strips at a line's end.
+# A check of the bytes instead of a regular expression, which cost half of the parse.
 SMALL_CSV_BYTES = 4096
-_NUMBER = rb"[+-]?(?:\d+(?:\.\d*)?|\.\d+)(?:[eE][+-]?\d+)?"
-_ROW = _NUMBER + rb"(?:," + _NUMBER + rb")*"
-_SMALL_BODY = re.compile(rb"(?:(?:" + _ROW + rb")?\r?\n)*(?:" + _ROW + rb")?")
+_PLAIN = b"0123456789.,eE+-\r\n"
 
 
 def _parse_small(data: bytes, columns: int) -> np.ndarray | None:
     """The float64 rows of a body of at most SMALL_CSV_BYTES that holds only plain decimal
     numbers, ``columns`` to every non-empty line; None for any other body."""
-    if len(data) > SMALL_CSV_BYTES or _SMALL_BODY.fullmatch(data) is None:
+    if (len(data) > SMALL_CSV_BYTES or data.translate(None, _PLAIN)
+            or data.count(b"\r") != data.count(b"\r\n")):
         return None
     rows = [line.split(b",") for line in data.split(b"\n") if line and line != b"\r"]
     if not rows or any(len(row) != columns for row in rows):
         return None
-    return np.array([[float(value) for value in row] for row in rows], np.float64)
+    try:
+        return np.array([[float(value) for value in row] for row in rows], np.float64)
+    except ValueError:  # an empty field, a lone sign or dot, "1-2", "1e"
+        return None
 
 
 def _split_small(rows: np.ndarray, label_size: int) -> tuple[Matrix, Matrix | None]:
