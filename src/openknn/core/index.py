@@ -299,12 +299,11 @@ def raw_search(index: Any, queries: np.ndarray, k: int, nprobe: int,
         result: tuple[np.ndarray, np.ndarray] = index.search_raw(queries, k, nprobe)
         return result
     dist, ids = faiss_search(index, queries, k, nprobe)
-    if not isinstance(index, faiss.IndexIVF):
+    if not isinstance(index, faiss.IndexIVF) or ids.min(initial=0) >= 0:  # none short
         return dist, ids
     short = (ids < 0).any(axis=1)
-    if short.any():
-        d2, i2 = faiss_search(index, np.ascontiguousarray(queries[short]), k, index.nlist)
-        dist[short], ids[short] = d2, i2
+    d2, i2 = faiss_search(index, np.ascontiguousarray(queries[short]), k, index.nlist)
+    dist[short], ids[short] = d2, i2
     return dist, ids
 
 

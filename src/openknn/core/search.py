@@ -57,7 +57,7 @@ def vectors_of(index: Any, ids: np.ndarray) -> np.ndarray:
     """The stored vectors of ``ids`` (any shape) as float32, shape ``ids.shape + (d,)``. IVF
     indexes get a direct map on first use (for IVFPQ these are the decoded vectors: the
     points as the index holds them). A hash table, since a shard's ids are not 0..n-1."""
-    cached = _views.get(index)
+    cached = None if isinstance(index, faiss.IndexIVF) else _views.get(index)
     if cached is not None and cached[0] == int(index.ntotal):
         picked: np.ndarray = cached[1][ids]
         return picked
