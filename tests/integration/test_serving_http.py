@@ -11,6 +11,7 @@ import contextlib
 import io
 import os
 import re
+import signal
 import socket
 import subprocess
 import sys
@@ -520,3 +521,60 @@ def test_a_client_that_disconnects_mid_body_is_not_a_server_error(server: str) -
         time.sleep(0.05)
     assert gone and int(gone.group(1)) >= 3, text
     assert 'status="500"' not in text and 'status="500"' not in before
+
+
+def batch_counts(url: str) -> tuple[float, float]:
+    """The server's ``openknn_batch_rows`` count and sum: searches and the rows they held."""
+    text = httpx.get(f"{url}/metrics", timeout=10).text
+    count = re.search(r"^openknn_batch_rows_count (\S+)$", text, re.M)
+    total = re.search(r"^openknn_batch_rows_sum (\S+)$", text, re.M)
+    assert count is not None and total is not None
+    return float(count.group(1)), float(total.group(1))
+
+
+def read_answer(sock: socket.socket) -> bytes:
+    """One response off a kept-alive connection: its head (the body is read and dropped)."""
+    data = b""
+    while b"\r\n\r\n" not in data:
+        chunk = sock.recv(65536)
+        assert chunk, "the server closed the connection"
+        data += chunk
+    head, _, rest = data.partition(b"\r\n\r\n")
+    length = re.search(rb"content-length: (\d+)", head, re.I)
+    assert length is not None, head
+    while len(rest) < int(length.group(1)):
+        rest += sock.recv(65536)
+    return head
+
+
+def test_concurrent_single_rows_share_searches(processes: dict[str, Launched]) -> None:
+    """Issue 15: one-row requests that arrive together are searched together. A lone one-row
+    request is searched on the event loop; before it is, the loop runs once more when other
+    requests are in flight, so their rows join it (before, 32 requests made 32 searches).
+    The server is paused while a request goes out on each of 32 kept-alive connections, so
+    that they arrive together whatever else loads the machine."""
+    launched = processes["gpus_auto"].ready()
+    body = csv_format.encode_csv(QUERIES[:1])
+    request = (b"POST /invocations HTTP/1.1\r\nHost: endpoint\r\nContent-Type: text/csv\r\n"
+               b"Content-Length: %d\r\n\r\n%s" % (len(body), body))
+    rounds, connections = 3, 32
+    with contextlib.ExitStack() as stack:
+        socks = [stack.enter_context(socket.create_connection(("127.0.0.1", launched.port), 10))
+                 for _ in range(connections)]
+        for sock in socks:  # each connection open and answered once: kept alive
+            sock.sendall(request)
+            assert read_answer(sock).startswith(b"HTTP/1.1 200")
+        before = batch_counts(launched.url)
+        for _ in range(rounds):
+            launched.proc.send_signal(signal.SIGSTOP)
+            try:
+                for sock in socks:  # into the kernel's buffers, before any is read
+                    sock.sendall(request)
+            finally:
+                launched.proc.send_signal(signal.SIGCONT)
+            for sock in socks:
+                assert read_answer(sock).startswith(b"HTTP/1.1 200")
+        after = batch_counts(launched.url)
+    searches, rows = after[0] - before[0], after[1] - before[1]
+    assert rows == rounds * connections
+    assert searches < rows / 2, f"{searches:g} searches for {rows:g} one-row requests"

@@ -367,3 +367,52 @@ def test_a_failed_slice_fails_its_request_and_drops_the_rest() -> None:
     search, after = asyncio.run(main())
     assert search.batches == [5, 1]  # the big request's other slices were never searched
     assert after.predicted.tolist() == [5.0]
+
+
+def test_single_rows_read_in_one_turn_of_the_loop_share_a_search() -> None:
+    """Requests whose bodies came in together run one after another on the event loop: the
+    first, alone so far, lets the loop run once before searching, so the others join it."""
+    search = Recorder()
+
+    async def main() -> list[Predictions]:
+        batcher = MicroBatcher(search, window_s=0.05)
+        batcher.start()
+
+        async def one(value: float) -> Predictions:
+            batcher.arriving()
+            return await batcher.submit(np.full((1, 3), value, np.float32))
+
+        answers = await asyncio.gather(*(one(float(v)) for v in range(5)))
+        await batcher.stop()
+        return answers
+
+    answers = asyncio.run(main())
+    assert search.batches == [5]
+    assert [a.predicted.tolist() for a in answers] == [[0.0], [1.0], [2.0], [3.0], [4.0]]
+
+
+@pytest.mark.parametrize("company", [False, True])
+def test_a_lone_client_is_not_kept_waiting_for_company(company: bool) -> None:
+    """With ``company`` saying no other request is in flight, a lone row is searched at once,
+    before the loop runs anything else; when it says there are others, after one turn."""
+    ran: list[str] = []
+
+    def search(features: np.ndarray, nprobe: int | None) -> Predictions:
+        ran.append("search")
+        return Predictions(features[:, 0].copy(), None, None)
+
+    async def main() -> None:
+        batcher = MicroBatcher(search, company=lambda: company)
+        batcher.start()
+
+        async def other() -> None:
+            ran.append("other task")
+
+        task = asyncio.ensure_future(other())  # ready to run, not yet run
+        batcher.arriving()
+        await batcher.submit(np.ones((1, 3), np.float32))
+        await task
+        await batcher.stop()
+
+    asyncio.run(main())
+    assert ran == (["other task", "search"] if company else ["search", "other task"])

@@ -198,8 +198,10 @@ class Endpoint:
 
     def __init__(self, model: KnnModel | Callable[[], KnnModel], settings: ServingSettings,
                  on_load_error: Callable[[BaseException], None] | None = None,
-                 health: Callable[[], bool] | None = None) -> None:
+                 health: Callable[[], bool] | None = None,
+                 company: Callable[[], bool] | None = None) -> None:
         self.settings = settings
+        self._company = company
         self._health = health
         self.load_error: BaseException | None = None
         self._on_load_error = on_load_error
@@ -221,7 +223,7 @@ class Endpoint:
         faiss_index.set_threads(self.settings.threads)
         self.batcher = MicroBatcher(self._search, self.settings.batch_window_ms / 1000,
                                     self.settings.max_batch_rows,
-                                    self.metrics.batch_rows.observe)
+                                    self.metrics.batch_rows.observe, company=self._company)
         self.batcher.start()
         async with anyio.create_task_group() as tg:
             if self._load is not None:
@@ -338,10 +340,13 @@ class EndpointApp(Starlette):
 def create_app(model: KnnModel | Callable[[], KnnModel],
                settings: ServingSettings | None = None,
                on_load_error: Callable[[BaseException], None] | None = None,
-               health: Callable[[], bool] | None = None) -> EndpointApp:
+               health: Callable[[], bool] | None = None,
+               company: Callable[[], bool] | None = None) -> EndpointApp:
     """The endpoint for a loaded model, or a loader run at startup (``/ping`` 503 until done).
-    ``health``, when given, must also hold for ``/ping`` to answer 200."""
-    endpoint = Endpoint(model, settings or ServingSettings(), on_load_error, health)
+    ``health``, when given, must also hold for ``/ping`` to answer 200. ``company``, when
+    given, says whether requests besides the asking one are in flight (the server's
+    ``connections.InFlight.others``; without it a lone request always looks for company)."""
+    endpoint = Endpoint(model, settings or ServingSettings(), on_load_error, health, company)
     routes = [
         Route("/ping", endpoint.ping, methods=["GET"]),
         Route("/invocations", Invocations(endpoint), methods=["POST"]),

@@ -22,6 +22,20 @@ HEAD_END = b"\r\n\r\n"
 WARN_EVERY_S = 10.0  # the log line for refused connections, at most this often
 
 
+class InFlight:
+    """How many requests have their head in and their response not yet sent, over all of a
+    server's connections. The micro-batcher asks it whether a lone request may have company:
+    requests read in the same turn of the event loop are counted here before their handlers
+    run, so a lone request waits one turn for them only when there are any."""
+
+    def __init__(self) -> None:
+        self.count = 0
+
+    def others(self) -> bool:
+        """Whether a request besides the asking one is in flight."""
+        return self.count > 1
+
+
 @dataclass(frozen=True)
 class Limits:
     """``max_connections`` open at once, a request head of at most ``max_header_bytes``
@@ -43,21 +57,26 @@ def connection_cap(requested: int, nofile: int | None = None) -> int:
     return max(1, min(requested, nofile - min(RESERVED_FDS, nofile // 2)))
 
 
-def uvicorn_options(settings: ServingSettings) -> dict[str, Any]:
-    """``uvicorn.Config`` keywords for ``settings``' limits (uvicorn's own where it has one)."""
+def uvicorn_options(settings: ServingSettings, in_flight: InFlight | None = None,
+                    ) -> dict[str, Any]:
+    """``uvicorn.Config`` keywords for ``settings``' limits (uvicorn's own where it has one),
+    counting the requests in flight in ``in_flight`` when given."""
     cap = connection_cap(settings.max_connections)
     if cap < settings.max_connections:
         log.info("At most %d connections (ulimit -n is %d)", cap,
                  resource.getrlimit(resource.RLIMIT_NOFILE)[0])
     header_bytes = settings.max_header_kb * 1024
-    return {"http": protocol_class(Limits(cap, header_bytes, settings.header_timeout_s)),
+    limits = Limits(cap, header_bytes, settings.header_timeout_s)
+    return {"http": protocol_class(limits, in_flight or InFlight()),
             "timeout_keep_alive": settings.keep_alive_s,
             "h11_max_incomplete_event_size": header_bytes}
 
 
-def protocol_class(limits: Limits) -> type[LimitedHttpToolsProtocol]:
+def protocol_class(limits: Limits, in_flight: InFlight | None = None,
+                   ) -> type[LimitedHttpToolsProtocol]:
     """The protocol class to give ``uvicorn.Config(http=...)``."""
-    return type("LimitedHttpToolsProtocol", (LimitedHttpToolsProtocol,), {"limits": limits})
+    return type("LimitedHttpToolsProtocol", (LimitedHttpToolsProtocol,),
+                {"limits": limits, "in_flight": in_flight or InFlight()})
 
 
 def _reply(status: int, reason: str, message: str) -> bytes:
@@ -77,6 +96,7 @@ class LimitedHttpToolsProtocol(HttpToolsProtocol):
     nothing (or half a head) forever and reads a head of any size."""
 
     limits: ClassVar[Limits]
+    in_flight: ClassVar[InFlight]
     _warned_at: ClassVar[float] = float("-inf")
 
     def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
@@ -92,6 +112,7 @@ class LimitedHttpToolsProtocol(HttpToolsProtocol):
 
     def connection_lost(self, exc: Exception | None) -> None:
         self._cancel_head_timer()
+        self._set_busy(False)
         super().connection_lost(exc)
 
     def data_received(self, data: bytes) -> None:
@@ -104,7 +125,7 @@ class LimitedHttpToolsProtocol(HttpToolsProtocol):
 
     def on_headers_complete(self) -> None:
         self._in_head, self._head_bytes, self._head_tail = False, 0, b""
-        self._busy = True
+        self._set_busy(True)
         self._cancel_head_timer()
         super().on_headers_complete()
 
@@ -119,8 +140,14 @@ class LimitedHttpToolsProtocol(HttpToolsProtocol):
             # would stall or be misread, so the connection ends here
             self.transport.close()
         super().on_response_complete()
-        self._busy = self.cycle is not None and not self.cycle.response_complete
+        self._set_busy(self.cycle is not None and not self.cycle.response_complete)
         self._idle_since = self.loop.time()
+
+    def _set_busy(self, busy: bool) -> None:
+        """A request in flight on this connection or not, counted in ``in_flight``."""
+        if busy != self._busy:
+            self.in_flight.count += 1 if busy else -1
+            self._busy = busy
 
     # -- the head: its size and its deadline
 

@@ -91,16 +91,17 @@ def serve(path: str | os.PathLike[str], settings: ServingSettings | None = None,
     def healthy() -> bool:
         return all(b.healthy() for b in backends)
 
+    in_flight = connections.InFlight()
     config = uvicorn.Config(None, host=settings.host, port=settings.port,  # type: ignore[arg-type]
                             log_level="info", access_log=False, lifespan="on",
-                            **connections.uvicorn_options(settings))
+                            **connections.uvicorn_options(settings, in_flight))
     server = uvicorn.Server(config)
 
     def stop(exc: BaseException) -> None:
         server.should_exit = True
 
     app = create_app(load, settings, on_load_error=stop,
-                     health=healthy if loader is not None else None)
+                     health=healthy if loader is not None else None, company=in_flight.others)
     if token:
         app.state.identify = identity(token)
     config.app = app
