@@ -31,6 +31,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import dataclasses
 import os
 import re
 import shutil
@@ -181,6 +182,27 @@ def train_models(root: Path, split: datasets.Split, index_types: list[str]) -> d
     return models
 
 
+@dataclasses.dataclass
+class Setup:
+    """The benchmarks' inputs: the split, its request bodies, the trained models, a probe."""
+
+    split: datasets.Split
+    bodies: dict[str, tuple[Path, Path]]
+    models: dict[str, Path]
+    probe: bytes
+
+
+def set_up(root: Path, data: Path, index_types: list[str]) -> Setup:
+    """wrk is there; the covtype split's one-row and 581-row bodies and each index's model,
+    under ``root``."""
+    if shutil.which("wrk") is None:
+        raise SystemExit("wrk is not installed: apt-get install -y wrk")
+    split = datasets.tutorial_split(datasets.load_covtype(data))
+    bodies = write_bodies(root, {"single": split.test_x[:1], "581": split.test_x[:581]})
+    return Setup(split, bodies, train_models(root, split, index_types),
+                 bodies["single"][0].read_bytes())
+
+
 @contextlib.contextmanager
 def serving(command: list[str], log_path: Path, probe: bytes) -> Iterator[str]:
     """A server started with ``command`` (its port last), answering; its /invocations URL."""
@@ -212,16 +234,12 @@ def main() -> None:
     parser.add_argument("--seconds", type=float, default=5.0)
     parser.add_argument("--index", action="append", choices=list(INDEXES))
     args = parser.parse_args()
-    if shutil.which("wrk") is None:
-        raise SystemExit("wrk is not installed: apt-get install -y wrk")
-    split = datasets.tutorial_split(datasets.load_covtype(args.path))
     index_types = args.index or list(INDEXES)
     results, raw = [], {}
     with tempfile.TemporaryDirectory() as tmp:
         root = Path(tmp)
-        bodies = write_bodies(root, {"single": split.test_x[:1], "581": split.test_x[:581]})
-        models = train_models(root, split, index_types)
-        probe = bodies["single"][0].read_bytes()
+        setup = set_up(root, args.path, index_types)
+        split, bodies, models, probe = setup.split, setup.bodies, setup.models, setup.probe
         for index_type in index_types:
             model = models[index_type]
             for server in ("openknn", "floor"):

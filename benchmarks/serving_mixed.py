@@ -17,7 +17,6 @@ requests/s, p50 and p99 alone and mixed, the p99 ratio (the issue's goal: <= 2),
 from __future__ import annotations
 
 import argparse
-import shutil
 import subprocess
 import sys
 import tempfile
@@ -31,12 +30,9 @@ from serving_floor import (  # noqa: E402
     INDEXES,
     openknn_command,
     serving,
-    train_models,
-    write_bodies,
+    set_up,
     wrk,
 )
-
-from openknn.jobs import datasets  # noqa: E402
 
 
 def main() -> None:
@@ -47,16 +43,12 @@ def main() -> None:
     parser.add_argument("--small", type=int, default=28)
     parser.add_argument("--big", type=int, default=4)
     args = parser.parse_args()
-    if shutil.which("wrk") is None:
-        raise SystemExit("wrk is not installed: apt-get install -y wrk")
-    split = datasets.tutorial_split(datasets.load_covtype(args.path))
     index_types = args.index or ["faiss.Flat"]
     rows = []
     with tempfile.TemporaryDirectory() as tmp:
         root = Path(tmp)
-        bodies = write_bodies(root, {"single": split.test_x[:1], "581": split.test_x[:581]})
-        models = train_models(root, split, index_types)
-        probe = bodies["single"][0].read_bytes()
+        setup = set_up(root, args.path, index_types)
+        split, bodies, models, probe = setup.split, setup.bodies, setup.models, setup.probe
         for index_type in index_types:
             with serving(openknn_command(models[index_type]), root / f"{index_type}.log",
                          probe) as url:
