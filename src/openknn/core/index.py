@@ -238,19 +238,17 @@ _params: weakref.WeakKeyDictionary[Any, dict[int, Any]] = weakref.WeakKeyDiction
 
 def _search_params(index: Any, nprobe: int) -> Any:
     """Search parameters for ``nprobe`` (thread-safe, unlike setting them on the index)."""
-    if isinstance(index, faiss.IndexIVF):
-        make: Any = lambda: faiss.SearchParametersIVF(  # type: ignore[call-arg]  # noqa: E731
-            nprobe=min(nprobe, index.nlist))
-    elif isinstance(index, faiss.IndexHNSW):
-        make = lambda: faiss.SearchParametersHNSW(efSearch=nprobe)  # type: ignore[attr-defined]  # noqa: E731
-    else:
+    ivf = isinstance(index, faiss.IndexIVF)
+    if not ivf and not isinstance(index, faiss.IndexHNSW):
         return None
     cache = _params.setdefault(index, {})
     params = cache.get(nprobe)
     if params is None:
         if len(cache) >= _PARAMS_PER_INDEX:
             cache.clear()
-        params = cache[nprobe] = make()
+        params = cache[nprobe] = (
+            faiss.SearchParametersIVF(nprobe=min(nprobe, index.nlist))  # type: ignore[call-arg]
+            if ivf else faiss.SearchParametersHNSW(efSearch=nprobe))  # type: ignore[attr-defined]
     return params
 
 
