@@ -37,7 +37,7 @@ from openknn.core import gpu
 from openknn.service import validate
 from openknn.service.api import Caller, Handler, validation
 from openknn.service.forward import Upstream
-from openknn.service.hosting import CONFIG, MODEL, arn, listing, not_found
+from openknn.service.hosting import CONFIG, MODEL, arn, not_found
 from openknn.service.state import Doc, State
 
 log = logging.getLogger(__name__)
@@ -304,9 +304,10 @@ class Endpoints:
         return doc
 
     def list_endpoints(self, body: dict[str, Any], caller: Caller) -> dict[str, Any]:
-        return listing(self.state.resources(KIND), body, "EndpointName", "Endpoints",
-                       ("EndpointName", "EndpointArn", "CreationTime", "LastModifiedTime",
-                        "EndpointStatus"), "EndpointStatus", STATUSES)
+        return validate.listing(self.state.resources(KIND), body, "EndpointName", "Endpoints",
+                                ("EndpointName", "EndpointArn", "CreationTime",
+                                 "LastModifiedTime", "EndpointStatus"), "EndpointStatus",
+                                STATUSES)
 
     def update(self, body: dict[str, Any], caller: Caller) -> dict[str, Any]:
         name = body.get("EndpointName")

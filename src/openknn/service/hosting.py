@@ -157,8 +157,8 @@ class Hosting:
         return {}
 
     def list_models(self, body: dict[str, Any], caller: Caller) -> dict[str, Any]:
-        return listing(self.state.resources(MODEL), body, "ModelName", "Models",
-                       ("ModelName", "ModelArn", "CreationTime"))
+        return validate.listing(self.state.resources(MODEL), body, "ModelName", "Models",
+                                ("ModelName", "ModelArn", "CreationTime"))
 
     # -- endpoint configs --------------------------------------------------------------------
 
@@ -188,9 +188,9 @@ class Hosting:
         return {}
 
     def list_configs(self, body: dict[str, Any], caller: Caller) -> dict[str, Any]:
-        return listing(self.state.resources(CONFIG), body, "EndpointConfigName",
-                       "EndpointConfigs", ("EndpointConfigName", "EndpointConfigArn",
-                                           "CreationTime"))
+        return validate.listing(self.state.resources(CONFIG), body, "EndpointConfigName",
+                                "EndpointConfigs", ("EndpointConfigName", "EndpointConfigArn",
+                                                    "CreationTime"))
 
     def _get(self, kind: str, name: object, caller: Caller) -> Doc:
         doc = self.state.get(kind, name) if isinstance(name, str) else None
@@ -207,33 +207,3 @@ class Hosting:
                 "ListEndpointConfigs": self.list_configs}
 
 
-def listing(docs: list[Doc], body: dict[str, Any], name_field: str, key: str,
-            fields: tuple[str, ...], status_field: str | None = None,
-            statuses: tuple[str, ...] = ()) -> dict[str, Any]:
-    """A List* answer: NameContains, StatusEquals (where the kind has a status),
-    CreationTimeAfter/Before, SortBy (Name, CreationTime, Status), SortOrder, and pages of
-    MaxResults with NextToken, as the SageMaker API lists every kind."""
-    contains = body.get("NameContains")
-    if contains:
-        docs = [d for d in docs if str(contains).lower() in d[name_field].lower()]
-    status = body.get("StatusEquals")
-    if status and status_field:
-        validate.enum(status, "statusEquals", statuses)
-        docs = [d for d in docs if d[status_field] == status]
-    if body.get("CreationTimeAfter") is not None:
-        docs = [d for d in docs if d["CreationTime"] > float(body["CreationTimeAfter"])]
-    if body.get("CreationTimeBefore") is not None:
-        docs = [d for d in docs if d["CreationTime"] < float(body["CreationTimeBefore"])]
-    sorts = ("Name", "CreationTime", "Status") if status_field else ("Name", "CreationTime")
-    sort_by = validate.enum(body.get("SortBy", "CreationTime"), "sortBy", sorts)
-    sort_key = {"Name": name_field, "CreationTime": "CreationTime",
-                "Status": status_field or name_field}[sort_by]
-    order = validate.enum(body.get("SortOrder", "Descending"), "sortOrder",
-                          ("Ascending", "Descending"))
-    docs.sort(key=lambda d: d[sort_key], reverse=order == "Descending")
-    start, page = validate.page(body, len(docs))
-    out: dict[str, Any] = {key: [{f: d[f] for f in fields if f in d}
-                                 for d in docs[start:start + page]]}
-    if start + page < len(docs):
-        out["NextToken"] = str(start + page)
-    return out

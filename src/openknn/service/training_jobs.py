@@ -218,34 +218,13 @@ class TrainingJobs:
         return doc
 
     def list(self, body: dict[str, Any], caller: Caller) -> dict[str, Any]:
-        docs = self.state.resources(KIND)
-        contains = body.get("NameContains")
-        if contains:
-            docs = [d for d in docs if str(contains).lower() in d["TrainingJobName"].lower()]
-        status = body.get("StatusEquals")
-        if status:
-            validate.enum(status, "statusEquals", ("InProgress", "Completed", "Failed",
-                                                   "Stopping", "Stopped", "Deleting"))
-            docs = [d for d in docs if d["TrainingJobStatus"] == status]
-        if body.get("CreationTimeAfter") is not None:
-            docs = [d for d in docs if d["CreationTime"] > float(body["CreationTimeAfter"])]
-        if body.get("CreationTimeBefore") is not None:
-            docs = [d for d in docs if d["CreationTime"] < float(body["CreationTimeBefore"])]
-        sort_by = validate.enum(body.get("SortBy", "CreationTime"), "sortBy",
-                                ("Name", "CreationTime", "Status"))
-        key = {"Name": "TrainingJobName", "CreationTime": "CreationTime",
-               "Status": "TrainingJobStatus"}[sort_by]
-        order = validate.enum(body.get("SortOrder", "Ascending"), "sortOrder",
-                              ("Ascending", "Descending"))
-        docs.sort(key=lambda d: d[key], reverse=order == "Descending")
-        start, page = validate.page(body, len(docs))
-        fields = ("TrainingJobName", "TrainingJobArn", "CreationTime", "TrainingEndTime",
-                  "LastModifiedTime", "TrainingJobStatus", "SecondaryStatus")
-        out: dict[str, Any] = {"TrainingJobSummaries": [
-            {f: d[f] for f in fields if f in d} for d in docs[start:start + page]]}
-        if start + page < len(docs):
-            out["NextToken"] = str(start + page)
-        return out
+        return validate.listing(self.state.resources(KIND), body, "TrainingJobName",
+                               "TrainingJobSummaries",
+                               ("TrainingJobName", "TrainingJobArn", "CreationTime",
+                                "TrainingEndTime", "LastModifiedTime", "TrainingJobStatus",
+                                "SecondaryStatus"), "TrainingJobStatus",
+                               ("InProgress", "Completed", "Failed", "Stopping", "Stopped",
+                                "Deleting"), default_order="Ascending")
 
     def stop(self, body: dict[str, Any], caller: Caller) -> dict[str, Any]:
         name = body.get("TrainingJobName")

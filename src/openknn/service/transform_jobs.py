@@ -256,7 +256,7 @@ class TransformJobs:
         if body.get("LastModifiedTimeBefore") is not None:
             before = float(body["LastModifiedTimeBefore"])
             docs = [d for d in docs if d["LastModifiedTime"] < before]
-        return hosting.listing(docs, body, "TransformJobName", "TransformJobSummaries",
+        return validate.listing(docs, body, "TransformJobName", "TransformJobSummaries",
                                ("TransformJobName", "TransformJobArn", "CreationTime",
                                 "TransformEndTime", "LastModifiedTime", "TransformJobStatus",
                                 "FailureReason"), "TransformJobStatus", STATUSES)

@@ -24,11 +24,11 @@ from pathlib import Path
 from typing import IO, Any, cast
 
 from openknn import settings
-from openknn.errors import AlgorithmError, ClientError, DataError, OpenKnnError
+from openknn.errors import ClientError, DataError, OpenKnnError
 from openknn.jobs import storage
 from openknn.jobs.outputs import atomic_file
 from openknn.jobs.progress import Progress
-from openknn.service.worker import EXIT_STOPPED, emit, main
+from openknn.service.worker import EXIT_STOPPED, emit, failed, main
 from openknn.serving.transform import TransformSpec, transform_file
 
 log = logging.getLogger(__name__)
@@ -145,13 +145,8 @@ def transform(job: dict[str, Any]) -> int:
         log.info("Stopped by StopTransformJob; no output was written")
         emit(stopped=True)
         return EXIT_STOPPED
-    except OpenKnnError as exc:
-        emit(failure=exc.failure_reason())
-        return 2 if isinstance(exc, AlgorithmError) else 1
-    except Exception as exc:  # the algorithm's fault, in SageMaker's words
-        log.exception("internal error")
-        emit(failure=AlgorithmError(f"{type(exc).__name__}: {exc}").failure_reason())
-        return 2
+    except Exception as exc:
+        return failed(exc)
     if failures:
         emit(failure=_failure(failures, len(files)))
         return 1

@@ -12,6 +12,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from openknn.service.api import validation
+from openknn.service.state import Doc
 
 NAME = re.compile(r"^[a-zA-Z0-9](-*[a-zA-Z0-9]){0,62}$")
 ROLE_ARN = re.compile(r"^arn:aws[a-z\-]*:iam::\d{12}:role/?[a-zA-Z_0-9+=,.@\-_/]+$")
@@ -104,3 +105,36 @@ def page(body: dict[str, Any], total: int) -> tuple[int, int]:
         raise validation(f"NextToken {token!r} is not a token this service gave; pass back "
                          "the NextToken of the last page")
     return int(token), size
+
+
+def listing(docs: list[Doc], body: dict[str, Any], name_field: str, key: str,
+            fields: tuple[str, ...], status_field: str | None = None,
+            statuses: tuple[str, ...] = (), default_order: str = "Descending",
+            ) -> dict[str, Any]:
+    """A List* answer: NameContains, StatusEquals (where the kind has a status),
+    CreationTimeAfter/Before, SortBy (Name, CreationTime, Status), SortOrder (default
+    ``default_order``: ListTrainingJobs sorts Ascending, the other kinds Descending), and
+    pages of MaxResults with NextToken, as the SageMaker API lists every kind."""
+    contains = body.get("NameContains")
+    if contains:
+        docs = [d for d in docs if str(contains).lower() in d[name_field].lower()]
+    status = body.get("StatusEquals")
+    if status and status_field:
+        enum(status, "statusEquals", statuses)
+        docs = [d for d in docs if d[status_field] == status]
+    if body.get("CreationTimeAfter") is not None:
+        docs = [d for d in docs if d["CreationTime"] > float(body["CreationTimeAfter"])]
+    if body.get("CreationTimeBefore") is not None:
+        docs = [d for d in docs if d["CreationTime"] < float(body["CreationTimeBefore"])]
+    sorts = ("Name", "CreationTime", "Status") if status_field else ("Name", "CreationTime")
+    sort_by = enum(body.get("SortBy", "CreationTime"), "sortBy", sorts)
+    sort_key = {"Name": name_field, "CreationTime": "CreationTime",
+                "Status": status_field or name_field}[sort_by]
+    order = enum(body.get("SortOrder", default_order), "sortOrder", ("Ascending", "Descending"))
+    docs.sort(key=lambda d: d[sort_key], reverse=order == "Descending")
+    start, size = page(body, len(docs))
+    out: dict[str, Any] = {key: [{f: d[f] for f in fields if f in d}
+                                 for d in docs[start:start + size]]}
+    if start + size < len(docs):
+        out["NextToken"] = str(start + size)
+    return out

@@ -34,6 +34,18 @@ def emit(**event: Any) -> None:
     sys.stdout.flush()
 
 
+def failed(exc: Exception) -> int:
+    """Report a job's failure (its FailureReason event) and give the worker's exit status:
+    1 for the caller's error, 2 for the algorithm's; anything not openknn's own is the
+    algorithm's fault, in SageMaker's words, logged with its traceback."""
+    if isinstance(exc, OpenKnnError):
+        emit(failure=exc.failure_reason())
+        return 2 if isinstance(exc, AlgorithmError) else 1
+    logging.getLogger(__name__).error("internal error", exc_info=exc)
+    emit(failure=AlgorithmError(f"{type(exc).__name__}: {exc}").failure_reason())
+    return 2
+
+
 def _setup_logging() -> None:
     handler = logging.StreamHandler(sys.stderr)
     handler.setFormatter(logging.Formatter(LOG_FORMAT, datefmt=LOG_DATE))
@@ -74,13 +86,8 @@ def run(job: dict[str, Any]) -> int:
         logging.getLogger(__name__).info("Stopped by StopTrainingJob; no model was written")
         emit(stopped=True)
         return EXIT_STOPPED
-    except OpenKnnError as exc:
-        emit(failure=exc.failure_reason())
-        return 2 if isinstance(exc, AlgorithmError) else 1
-    except Exception as exc:  # the algorithm's fault, in SageMaker's words
-        logging.getLogger(__name__).exception("internal error")
-        emit(failure=AlgorithmError(f"{type(exc).__name__}: {exc}").failure_reason())
-        return 2
+    except Exception as exc:
+        return failed(exc)
     finally:
         if runner is not None:
             runner.close()
