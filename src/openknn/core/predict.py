@@ -11,19 +11,22 @@ CLASSIFIER, REGRESSOR = PREDICTOR_TYPES
 SMALL_VOTE_ROWS = 4  # rows voted in Python: ~1 us a row, beside ~10 us of numpy set-up
 
 
-def _vote_small(neighbor_labels: np.ndarray) -> np.ndarray:
+def _vote_small(neighbor_labels: np.ndarray) -> np.ndarray | None:
     """``vote`` for a few rows, in Python: the same answer (the longest run of the sorted
-    row, the first such run, so the smallest tied label), bit for bit."""
+    row, the first such run, so the smallest tied label), bit for bit; None where a label is
+    NaN (numpy sorts NaN last; Python's sort does not)."""
     out = []
     for row in neighbor_labels.tolist():
         row.sort()
         best, best_count, count = row[0], 0, 0
         for i, value in enumerate(row):
+            if value != value:  # NaN
+                return None
             count = count + 1 if i and value == row[i - 1] else 1
             if count > best_count:
                 best, best_count = value, count
         out.append(best)
-    return np.array(out, dtype=neighbor_labels.dtype).astype(np.float32)
+    return np.array(out, dtype=np.float32)  # one rounding, as numpy's cast of the label
 
 
 def vote(neighbor_labels: np.ndarray) -> np.ndarray:
@@ -36,9 +39,10 @@ def vote(neighbor_labels: np.ndarray) -> np.ndarray:
     n, k = neighbor_labels.shape
     if k == 0:
         return np.full(n, np.nan, dtype=np.float32)
-    if n <= SMALL_VOTE_ROWS and neighbor_labels.dtype.kind == "f" and not np.isnan(
-            neighbor_labels).any():  # numpy sorts NaN last; Python's sort does not
-        return _vote_small(neighbor_labels)
+    if n <= SMALL_VOTE_ROWS and neighbor_labels.dtype.kind == "f":
+        small = _vote_small(neighbor_labels)
+        if small is not None:
+            return small
     s = np.sort(neighbor_labels, axis=1)
     starts = np.ones((n, k), dtype=bool)
     starts[:, 1:] = s[:, 1:] != s[:, :-1]

@@ -149,8 +149,10 @@ _PLAIN = b"0123456789.,eE+-\r\n"
 
 
 def _parse_small(data: bytes, columns: int) -> np.ndarray | None:
-    """The float64 rows of a body of at most SMALL_CSV_BYTES that holds only plain decimal
-    numbers, ``columns`` to every non-empty line; None for any other body."""
+    """The float32 rows of a body of at most SMALL_CSV_BYTES that holds only plain decimal
+    numbers, ``columns`` to every non-empty line; None for any other body. Each number
+    rounds once, from Python's float (a double) to float32, as pyarrow's doubles are cast;
+    one beyond float32's range becomes ±inf, as in ``_to_matrices``."""
     if (len(data) > SMALL_CSV_BYTES or data.translate(None, _PLAIN)
             or data.count(b"\r") != data.count(b"\r\n")):
         return None
@@ -158,16 +160,18 @@ def _parse_small(data: bytes, columns: int) -> np.ndarray | None:
     if not rows or any(len(row) != columns for row in rows):
         return None
     try:
-        return np.array([[float(value) for value in row] for row in rows], np.float64)
+        values = [[float(value) for value in row] for row in rows]
     except ValueError:  # an empty field, a lone sign or dot, "1-2", "1e"
         return None
+    with np.errstate(over="ignore"):  # 1e39 becomes inf, as in _to_matrices
+        return np.array(values, np.float32)
 
 
 def _split_small(rows: np.ndarray, label_size: int) -> tuple[Matrix, Matrix | None]:
-    with np.errstate(over="ignore"):  # 1e39 becomes inf, as in _to_matrices
-        features = np.ascontiguousarray(rows[:, label_size:], np.float32)
-        labels = np.ascontiguousarray(rows[:, :label_size], np.float32) if label_size else None
-    return features, labels
+    if not label_size:
+        return rows, None
+    return (np.ascontiguousarray(rows[:, label_size:]),
+            np.ascontiguousarray(rows[:, :label_size]))
 
 
 def encode_csv(values: npt.ArrayLike) -> bytes:
@@ -353,6 +357,7 @@ def _check_sizes(label_size: int, feature_dim: int | None, source: str) -> None:
                         "set it to the number of feature columns")
 
 
+@lru_cache(maxsize=64)  # one per request shape, not an f-string per request
 def _fixed_layout(label_size: int, feature_dim: int) -> _Layout:
     return _Layout(label_size, label_size + feature_dim,
                    f"label_size {label_size} + feature_dim {feature_dim}")
