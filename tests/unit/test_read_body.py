@@ -10,7 +10,7 @@ import pytest
 from starlette.requests import Request
 
 from openknn.errors import ClientError, PayloadTooLarge
-from openknn.serving.app import read_body
+from openknn.serving.app import BodyDeadlines, read_body, receive_body
 
 
 def request(chunks: list[bytes], stall: bool) -> Request:
@@ -58,3 +58,50 @@ def test_a_complete_body_and_an_outside_cancel_are_left_alone() -> None:
             await read_body(request([b"x" * 2048], stall=False), 0.001, timeout_s=1)
 
     asyncio.run(main())
+
+
+def test_one_sweep_keeps_every_deadline_and_stops_when_no_body_is_read() -> None:
+    """Issue 15: one timer for all bodies (BodyDeadlines). Of three reads at once, the two
+    that stall are cut off at their own deadlines (within the sweep's period), the one that
+    ends is left alone, and once nothing is being read no timer is left running; a second
+    event loop (a test's, a restarted server's) gets its deadlines kept too."""
+    deadlines = BodyDeadlines.for_timeout(0.1)
+    assert deadlines.every_s == pytest.approx(0.025)
+
+    async def timed(chunks: list[bytes], stall: bool, timeout_s: float,
+                    ) -> tuple[bytes | int, float]:
+        t0 = time.perf_counter()
+        try:
+            body: bytes | int = await receive_body(request(chunks, stall).receive, None, 6.0,
+                                                   timeout_s, deadlines)
+        except ClientError as exc:
+            body = exc.status
+        return body, time.perf_counter() - t0
+
+    async def main() -> list[tuple[bytes | int, float]]:
+        results = await asyncio.gather(timed([b"1,"], True, 0.1), timed([b"1,", b"2"], False, 0.1),
+                                       timed([b"3,"], True, 0.3))
+        await asyncio.sleep(2 * deadlines.every_s)
+        assert deadlines._timer is None and not deadlines._due  # no sweep when idle
+        return results
+
+    for _ in range(2):  # two event loops, one after the other
+        (short, t_short), (whole, _), (long, t_long) = asyncio.run(main())
+        assert (short, whole, long) == (408, b"1,2", 408)
+        assert 0.1 <= t_short < 0.1 + 0.025 + 0.2
+        assert 0.3 <= t_long < 0.3 + 0.025 + 0.2
+
+
+def test_a_sweep_left_armed_by_a_closed_loop_does_not_stop_the_next_loops_deadlines() -> None:
+    deadlines = BodyDeadlines.for_timeout(0.1)
+
+    async def read(stall: bool) -> bytes | int:
+        try:
+            return await receive_body(request([b"1,"], stall).receive, None, 6.0, 0.1,
+                                      deadlines)
+        except ClientError as exc:
+            return exc.status
+
+    assert asyncio.run(read(False)) == b"1,"  # the loop closes with its sweep still armed
+    assert deadlines._timer is not None
+    assert asyncio.run(asyncio.wait_for(read(True), 2)) == 408

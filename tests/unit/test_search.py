@@ -42,3 +42,26 @@ def test_every_path_gives_the_exact_top_k(monkeypatch: pytest.MonkeyPatch, path:
     np.testing.assert_array_equal(ids, want_ids)
     np.testing.assert_allclose(dist, want_d, rtol=1e-12)
     assert len(calls) == (1 if path == "first round" else 2)
+
+
+@pytest.mark.parametrize("metric", ["L2", "INNER_PRODUCT"])
+def test_a_single_rows_proof_is_the_batch_proof(metric: str) -> None:
+    """Issue 15: one row's proof is worked in Python floats; it decides as the numpy batch
+    formula does, row by row, on faiss's own candidates and on values moved to either side of
+    the bound (only ties with the bound itself, to the last bits, could differ, and there
+    either answer is safe: the proof only decides whether more candidates are sought)."""
+    x = (RNG.standard_normal((3000, 12)) * 20 + 300).astype(np.float32)
+    center = fi.center_of(x, metric)
+    index = fi.build(x, 5, fi.IndexConfig(metric=metric), center=center)
+    q = fi.prepare(x[:200] + 0.25, metric, 12, center, exact=True)
+    found, _ = fi.faiss_search(index, np.ascontiguousarray(q, np.float32), 13, 1)
+    dist, _ = search.refined(index, q, 5, 1)
+    kth = dist[:, -1]
+    seen: set[bool] = set()
+    for last in (found[:, -1], found[:, 4], found[:, -1] * 1.0001, found[:, 4] * 0.9999):
+        batch = search.proven(index, q, last, kth)
+        one = [bool(search.proven(index, q[i:i + 1], last[i:i + 1], kth[i:i + 1])[0])
+               for i in range(len(q))]
+        assert one == batch.tolist()
+        seen.update(one)
+    assert seen == {True, False}  # both answers were reached

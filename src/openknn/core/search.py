@@ -122,9 +122,12 @@ def proven(flat: Any, queries: np.ndarray, found: np.ndarray, kth: np.ndarray) -
     dot product of length ``d``, plus the norms', the sum's and the query's own rounding to
     float32, covering both of faiss's paths. Beyond it, a missed point is strictly worse.
     """
-    d = int(flat.d)
-    q = np.sqrt(np.einsum("nd,nd->n", queries, queries, dtype=np.float64))
+    d = queries.shape[1]  # the index's width, without a faiss read
     r = max_norm(flat)
+    if queries.shape[0] == 1:  # one row: the same bound in Python floats, in a third the time
+        return np.array([_proven_one(float(np.dot(queries[0], queries[0])) ** 0.5, r, d,
+                                     float(found[0]), float(kth[0]), is_l2(flat))])
+    q = np.sqrt(np.einsum("nd,nd->n", queries, queries, dtype=np.float64))
     slack = 4 * UNIT_ROUNDOFF * np.abs(kth)  # the recomputed distance's own rounding
     if is_l2(flat):
         bound = 1.01 * (d + 8) * UNIT_ROUNDOFF * (q + r) ** 2
@@ -133,6 +136,15 @@ def proven(flat: Any, queries: np.ndarray, found: np.ndarray, kth: np.ndarray) -
     bound = 1.01 * (d + 4) * UNIT_ROUNDOFF * q * r
     result = found.astype(np.float64) + bound < kth - slack
     return result
+
+
+def _proven_one(q: float, r: float, d: int, found: float, kth: float, l2: bool) -> bool:
+    """``proven`` for one row, of query norm ``q`` (it only decides whether more candidates
+    are sought: the answer is the exact one either way)."""
+    slack = 4 * UNIT_ROUNDOFF * abs(kth)
+    if l2:
+        return found - 1.01 * (d + 8) * UNIT_ROUNDOFF * (q + r) ** 2 > kth + slack
+    return found + 1.01 * (d + 4) * UNIT_ROUNDOFF * q * r < kth - slack
 
 
 def brute_force(flat: Any, queries: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:

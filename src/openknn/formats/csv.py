@@ -121,12 +121,12 @@ def parse_csv(
         if feature_dim is None
         else _fixed_layout(label_size, feature_dim)
     )
+    small = None if layout is None else _parse_small(data, layout.columns)
+    if small is not None:  # it holds a record
+        return _split_small(small, label_size)
     if layout is None or _FIRST_RECORD.search(data) is None:  # no record: pyarrow would fail
         empty = np.empty((0, feature_dim or 0), np.float32)
         return empty, (np.empty((0, label_size), np.float32) if label_size else None)
-    small = _parse_small(data, layout.columns)
-    if small is not None:
-        return _split_small(small, label_size)
     try:
         table = _read_table(data, layout.columns)
     except pa.ArrowException as exc:

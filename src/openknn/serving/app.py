@@ -43,6 +43,8 @@ DECODE_IN_THREAD_BYTES = 4 * 1024
 ENCODE_IN_THREAD_CELLS = 2048  # numbers in a response (about 0.1 us each) encoded on the loop
 DISCONNECTED = 499  # the client went away mid-request (nginx's code); counted, never sent
 TRACEBACK_EVERY_S = 60.0  # at most one full traceback of openknn's own errors per minute
+SWEEP_S = 0.25  # how often the body deadlines are checked (BodyDeadlines), at most
+MIN_SWEEP_S = 0.005
 
 
 def error_body(status: int, message: str) -> bytes:
@@ -117,6 +119,50 @@ class FaultLog:
                         type(exc).__name__, exc, self._quiet, self._every)
 
 
+class BodyDeadlines:
+    """The deadlines of the bodies being read, kept by one timer for them all.
+
+    A timer of its own per request (``call_later`` and its cancel) was 4 % of a single-row
+    request (7 of 168 us in the server: IVFFlat, wrk -c1, docs/serving.md); here a request
+    only puts itself in a dict and takes itself out, and a sweep every ``every_s`` seconds
+    (while any body is being read) cancels the reads past their deadline, so a body is cut
+    off between its deadline and ``every_s`` after it."""
+
+    def __init__(self, every_s: float) -> None:
+        self.every_s = every_s
+        self._due: dict[asyncio.Task[Any], tuple[float, list[bool]]] = {}
+        self._timer: asyncio.TimerHandle | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
+
+    @classmethod
+    def for_timeout(cls, timeout_s: float) -> BodyDeadlines:
+        """Swept often enough to keep a ``timeout_s`` deadline within a quarter of it."""
+        return cls(max(MIN_SWEEP_S, min(SWEEP_S, timeout_s / 4)))
+
+    def watch(self, task: asyncio.Task[Any], timeout_s: float, expired: list[bool]) -> None:
+        """Cancel ``task`` (and mark ``expired``) once ``timeout_s`` has passed."""
+        loop = asyncio.get_running_loop()
+        self._due[task] = (loop.time() + timeout_s, expired)
+        if self._timer is None or self._loop is not loop:  # a test may run a second loop
+            self._loop = loop
+            self._timer = loop.call_later(self.every_s, self._sweep)
+
+    def forget(self, task: asyncio.Task[Any]) -> None:
+        self._due.pop(task, None)
+
+    def _sweep(self) -> None:
+        self._timer = None
+        assert self._loop is not None
+        now = self._loop.time()
+        for task, (due, expired) in list(self._due.items()):
+            if due <= now:
+                del self._due[task]
+                expired.append(True)
+                task.cancel()
+        if self._due:
+            self._timer = self._loop.call_later(self.every_s, self._sweep)
+
+
 async def read_body(request: Request, limit_mb: float, timeout_s: float | None = None) -> bytes:
     """``receive_body`` for a Starlette request; ``timeout_s`` defaults to the app's
     ``body_timeout_s``."""
@@ -124,33 +170,31 @@ async def read_body(request: Request, limit_mb: float, timeout_s: float | None =
         endpoint = getattr(request.app.state, "endpoint", None)
         timeout_s = (endpoint.settings if endpoint else ServingSettings()).body_timeout_s
     return await receive_body(request.receive, request.headers.get("content-length"),
-                              limit_mb, timeout_s)
+                              limit_mb, timeout_s, BodyDeadlines.for_timeout(timeout_s))
+
+
+def too_big(limit_mb: float) -> PayloadTooLarge:
+    return PayloadTooLarge(
+        f"The request body is over the {limit_mb:g} MB payload limit; send fewer rows "
+        "per request (or raise SAGEMAKER_MAX_PAYLOAD_IN_MB / --max-payload-mb)")
 
 
 async def receive_body(receive: Receive, declared: str | None, limit_mb: float,
-                       timeout_s: float) -> bytes:
+                       timeout_s: float, deadlines: BodyDeadlines) -> bytes:
     """The body, refusing (413) anything over ``limit_mb`` MiB before reading it all (at once
     when its ``declared`` Content-Length says so), and (408) a body not all there
-    ``timeout_s`` seconds after reading starts, so a client that stops half-way does not hold
-    its connection. A client gone raises ``ClientDisconnect``."""
+    ``timeout_s`` seconds after reading starts (as ``deadlines`` keeps it), so a client that
+    stops half-way does not hold its connection. A client gone raises ``ClientDisconnect``."""
     limit = int(limit_mb * 1024 * 1024)
-    too_big = PayloadTooLarge(
-        f"The request body is over the {limit_mb:g} MB payload limit; send fewer rows "
-        "per request (or raise SAGEMAKER_MAX_PAYLOAD_IN_MB / --max-payload-mb)")
     if declared is not None and declared.isdigit() and int(declared) > limit:
-        raise too_big
+        raise too_big(limit_mb)
     chunks: list[bytes] = []
     size = 0
-    # one deadline for the whole body: a timer that cancels this task (a third of what
-    # anyio.fail_after costs per request, which every request pays)
-    task, expired = asyncio.current_task(), []
+    # one deadline for the whole body, which cancels this task (anyio.fail_after cost three
+    # times what a timer does, and a timer costs more than the shared sweep)
+    task, expired = asyncio.current_task(), list[bool]()
     assert task is not None
-
-    def expire() -> None:
-        expired.append(True)
-        task.cancel()
-
-    timer = asyncio.get_running_loop().call_later(timeout_s, expire)
+    deadlines.watch(task, timeout_s, expired)
     try:
         while True:
             message: Message = await receive()
@@ -159,7 +203,7 @@ async def receive_body(receive: Receive, declared: str | None, limit_mb: float,
             chunk = message.get("body", b"")
             size += len(chunk)
             if size > limit:
-                raise too_big
+                raise too_big(limit_mb)
             chunks.append(chunk)
             if not message.get("more_body", False):
                 break
@@ -173,7 +217,7 @@ async def receive_body(receive: Receive, declared: str | None, limit_mb: float,
             f"The request body did not all arrive within {timeout_s:g} s ({size} bytes came); "
             "send it at once (or raise OPENKNN_BODY_TIMEOUT_S / --body-timeout-s)") from None
     finally:
-        timer.cancel()
+        deadlines.forget(task)
     return chunks[0] if len(chunks) == 1 else b"".join(chunks)
 
 
@@ -207,6 +251,7 @@ class Endpoint:
         self._on_load_error = on_load_error
         self.metrics = EndpointMetrics()
         self.faults = FaultLog(log)
+        self.deadlines = BodyDeadlines.for_timeout(settings.body_timeout_s)
         self._load = model if callable(model) else None
         self.model: KnnModel | None = None if callable(model) else model
         self.batcher: MicroBatcher | None = None
@@ -278,7 +323,7 @@ class Endpoint:
                 model = self.model
                 content_type, accept, declared = request_headers(scope)
                 data = await receive_body(receive, declared, self.settings.max_payload_mb,
-                                          self.settings.body_timeout_s)
+                                          self.settings.body_timeout_s, self.deadlines)
                 response_type = negotiate(accept)
                 request_type, knob = check_request(model, content_type)
                 # Arriving only once its body is in: a batch waits (up to the window) for rows
