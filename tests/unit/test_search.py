@@ -3,6 +3,7 @@ exact answers as a first round that proves every row (each path forced in turn).
 
 from __future__ import annotations
 
+import faiss
 import numpy as np
 import pytest
 
@@ -46,10 +47,11 @@ def test_every_path_gives_the_exact_top_k(monkeypatch: pytest.MonkeyPatch, path:
 
 @pytest.mark.parametrize("metric", ["L2", "INNER_PRODUCT"])
 def test_a_single_rows_proof_is_the_batch_proof(metric: str) -> None:
-    """Issue 15: one row's proof is worked in Python floats; it decides as the numpy batch
-    formula does, row by row, on faiss's own candidates and on values moved to either side of
-    the bound (only ties with the bound itself, to the last bits, could differ, and there
-    either answer is safe: the proof only decides whether more candidates are sought)."""
+    """Issue 15: one row's proof is worked in Python floats (proven_one); it decides as
+    the batch formula (proven) does, row by row, on faiss's own candidates and on values
+    moved to either side of the bound (only ties with the bound itself, to the last bits,
+    could differ, and there either answer is safe: the proof only decides whether more
+    candidates are sought)."""
     x = (RNG.standard_normal((3000, 12)) * 20 + 300).astype(np.float32)
     center = fi.center_of(x, metric)
     index = fi.build(x, 5, fi.IndexConfig(metric=metric), center=center)
@@ -60,8 +62,45 @@ def test_a_single_rows_proof_is_the_batch_proof(metric: str) -> None:
     seen: set[bool] = set()
     for last in (found[:, -1], found[:, 4], found[:, -1] * 1.0001, found[:, 4] * 0.9999):
         batch = search.proven(index, q, last, kth)
-        one = [bool(search.proven(index, q[i:i + 1], last[i:i + 1], kth[i:i + 1])[0])
+        one = [search.proven_one(index, q[i], float(last[i]), float(kth[i]))
                for i in range(len(q))]
         assert one == batch.tolist()
         seen.update(one)
     assert seen == {True, False}  # both answers were reached
+
+
+def test_a_single_row_that_is_not_proven_still_gets_the_exact_top_k(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """The one-row proof refusing every round sends the row to the second round and then to
+    the float64 brute force, and the answer is still the exact one."""
+    x = (RNG.standard_normal((2000, 9)) * 50 + 1e4).astype(np.float32)
+    x[1000:1100] = x[:100]
+    center = fi.center_of(x, "L2")
+    index = fi.build(x, 5, fi.IndexConfig(), center=center)
+    q = fi.prepare(x[:20] + 0.5, "L2", 9, center, exact=True)
+    calls: list[int] = []
+
+    def refused(flat, query, found, kth):  # type: ignore[no-untyped-def]
+        calls.append(query.shape[0])
+        return False
+
+    monkeypatch.setattr(search, "proven_one", refused)
+    want_d, want_ids = exact(x - center, q, 5)
+    for i in range(len(q)):
+        dist, ids = search.refined(index, q[i:i + 1], 5, 1)
+        np.testing.assert_array_equal(ids[0], want_ids[i])
+        np.testing.assert_allclose(dist[0], want_d[i], rtol=1e-12)
+    assert calls == [9] * (2 * len(q))  # both rounds asked, for every row
+
+
+def test_distances_equal_in_float32_list_the_smaller_id_first_for_one_row_and_a_batch(
+        ) -> None:
+    """Id 1 is nearer in float64 by 2^-39, but both distances are 0.5 in float32: the
+    answer lists id 0 first, for a single row (its own tie check) as in a batch."""
+    index = faiss.IndexFlatL2(1)
+    index.add(np.array([[1.0], [0.0]], np.float32))
+    q = np.array([[0.5 - 2.0 ** -40]])
+    one = search.search(index, q, 2, "L2")
+    batch = search.search(index, np.repeat(q, 3, axis=0), 2, "L2")
+    assert one[1].tolist() == [[0, 1]] and one[0].tolist() == [[0.5, 0.5]]
+    assert batch[1].tolist() == [[0, 1]] * 3 and batch[0].tolist() == [[0.5, 0.5]] * 3

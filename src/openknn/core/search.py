@@ -124,9 +124,6 @@ def proven(flat: Any, queries: np.ndarray, found: np.ndarray, kth: np.ndarray) -
     """
     d = queries.shape[1]  # the index's width, without a faiss read
     r = max_norm(flat)
-    if queries.shape[0] == 1:  # one row: the same bound in Python floats, in a third the time
-        return np.array([_proven_one(float(np.dot(queries[0], queries[0])) ** 0.5, r, d,
-                                     float(found[0]), float(kth[0]), is_l2(flat))])
     q = np.sqrt(np.einsum("nd,nd->n", queries, queries, dtype=np.float64))
     slack = 4 * UNIT_ROUNDOFF * np.abs(kth)  # the recomputed distance's own rounding
     if is_l2(flat):
@@ -138,13 +135,26 @@ def proven(flat: Any, queries: np.ndarray, found: np.ndarray, kth: np.ndarray) -
     return result
 
 
-def _proven_one(q: float, r: float, d: int, found: float, kth: float, l2: bool) -> bool:
-    """``proven`` for one row, of query norm ``q`` (it only decides whether more candidates
-    are sought: the answer is the exact one either way)."""
+def proven_one(flat: Any, query: np.ndarray, found: float, kth: float) -> bool:
+    """``proven`` for one query (a 1-D row), in Python floats: after a Flat scan each numpy
+    call on a tiny array costs microseconds (the scan has evicted its code from the caches).
+    Rounding may differ from ``proven``'s in the last bits, which is safe: a proof only
+    decides whether more candidates are sought; the answer is the exact one either way."""
+    d, q, r = query.shape[0], float(np.dot(query, query)) ** 0.5, max_norm(flat)
     slack = 4 * UNIT_ROUNDOFF * abs(kth)
-    if l2:
+    if is_l2(flat):
         return found - 1.01 * (d + 8) * UNIT_ROUNDOFF * (q + r) ** 2 > kth + slack
     return found + 1.01 * (d + 4) * UNIT_ROUNDOFF * q * r < kth - slack
+
+
+def unproven(flat: Any, queries: np.ndarray, found: np.ndarray, kth: np.ndarray,
+             ) -> np.ndarray | None:
+    """The rows ``proven`` does not prove, or None when it proves them all."""
+    if queries.shape[0] == 1:
+        return None if proven_one(flat, queries[0], float(found[0]), float(kth[0])) else (
+            np.ones(1, bool))
+    unsure = ~proven(flat, queries, found, kth)
+    return unsure if unsure.any() else None
 
 
 def brute_force(flat: Any, queries: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
@@ -236,16 +246,19 @@ def refined(index: Any, queries: np.ndarray, k: int, nprobe: int, searcher: Any 
     if not isinstance(index, faiss.IndexFlat):  # approximate: no proof to make
         return dist, top
     n = int(index.ntotal)
-    unsure = np.zeros(len(queries), bool) if rounds[0] >= n else ~proven(
-        index, queries, last, dist[:, -1])
+    unsure = None if rounds[0] >= n else unproven(index, queries, last, dist[:, -1])
     for want in rounds[1:]:
-        if not unsure.any():
+        if unsure is None:
             break
         rows = np.flatnonzero(unsure)
         sub = np.ascontiguousarray(queries[rows])
         last, dist[rows], top[rows] = _round(index, finder, sub, want, k, nprobe, complete)
-        unsure[rows] = False if want >= n else ~proven(index, sub, last, dist[rows, -1])
-    if unsure.any():
+        still = None if want >= n else unproven(index, sub, last, dist[rows, -1])
+        if still is None:
+            unsure = None
+        else:
+            unsure[rows] = still
+    if unsure is not None:
         dist[unsure], top[unsure] = brute_force(index, np.ascontiguousarray(queries[unsure]), k)
     return dist, top
 
@@ -269,7 +282,12 @@ def search(index: Any, queries: np.ndarray, k: int, metric: str, nprobe: int = 5
     if metric == "L2":
         dist = np.sqrt(dist)  # recomputed sums of squares: never negative
     reported = dist.astype(np.float32)
-    if (reported[:, 1:] == reported[:, :-1]).any():
+    if reported.shape[0] == 1:  # one row: sorted, so equal values are neighbours
+        values = reported[0].tolist()
+        tied = len(set(values)) < len(values)
+    else:
+        tied = bool((reported[:, 1:] == reported[:, :-1]).any())
+    if tied:
         # points whose distances round to one float32 value are listed by the smaller id
         return top_k(reported, ids, k, metric == "L2")
     return reported, ids
