@@ -13,6 +13,7 @@ on the query and the point alone, so an answer never depends on the rest of its 
 
 from __future__ import annotations
 
+import math
 import weakref
 from typing import Any
 
@@ -140,11 +141,11 @@ def proven_one(flat: Any, query: np.ndarray, found: float, kth: float) -> bool:
     call on a tiny array costs microseconds (the scan has evicted its code from the caches).
     Rounding may differ from ``proven``'s in the last bits, which is safe: a proof only
     decides whether more candidates are sought; the answer is the exact one either way."""
-    d, q, r = query.shape[0], float(np.dot(query, query)) ** 0.5, max_norm(flat)
+    d, q, r = query.shape[0], math.sqrt(float(np.dot(query, query))), max_norm(flat)
     slack = 4 * UNIT_ROUNDOFF * abs(kth)
     if is_l2(flat):
-        return found - 1.01 * (d + 8) * UNIT_ROUNDOFF * (q + r) ** 2 > kth + slack
-    return found + 1.01 * (d + 4) * UNIT_ROUNDOFF * q * r < kth - slack
+        return bool(found - 1.01 * (d + 8) * UNIT_ROUNDOFF * (q + r) ** 2 > kth + slack)
+    return bool(found + 1.01 * (d + 4) * UNIT_ROUNDOFF * q * r < kth - slack)
 
 
 def unproven(flat: Any, queries: np.ndarray, found: np.ndarray, kth: np.ndarray,
