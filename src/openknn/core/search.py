@@ -152,8 +152,8 @@ def unproven(flat: Any, queries: np.ndarray, found: np.ndarray, kth: np.ndarray,
              ) -> np.ndarray | None:
     """The rows ``proven`` does not prove, or None when it proves them all."""
     if queries.shape[0] == 1:
-        return None if proven_one(flat, queries[0], float(found[0]), float(kth[0])) else (
-            np.ones(1, bool))
+        one = proven_one(flat, queries[0], float(found[0]), float(kth[0]))
+        return None if one else np.ones(1, bool)
     unsure = ~proven(flat, queries, found, kth)
     return unsure if unsure.any() else None
 
