@@ -104,3 +104,55 @@ def test_the_small_path_takes_exactly_the_plain_decimal_bodies(body: bytes) -> N
         table = csv_format._read_table(body, columns)
         arrow, _ = csv_format._to_matrices(table, 0)
         assert csv_format._split_small(got, 0)[0].tobytes() == arrow.tobytes()
+
+
+@st.composite
+def json_numbers(draw: st.DrawFn) -> str:
+    """Numbers as encoders write them, every one a JSON number too (orjson's path): integers
+    of up to 30 digits, fractions, exponents to +-400 (1e400 is no JSON double), and -0."""
+    sign = draw(st.sampled_from(["", "-"]))
+    whole = draw(st.sampled_from(["0", ""])) or (
+        draw(st.sampled_from("123456789")) + draw(st.text("0123456789", max_size=29)))
+    body = whole
+    if draw(st.booleans()):
+        body += "." + draw(digits)
+    if draw(st.booleans()):
+        body += draw(st.sampled_from(["e", "E"])) + draw(st.sampled_from(["", "+", "-"])) + \
+            str(draw(st.integers(0, 400)))
+    return sign + body
+
+
+@settings(max_examples=500, deadline=None)
+@given(columns=st.integers(1, 8), data=st.data())
+def test_json_shaped_numbers_parse_as_pyarrow_parses_them(columns: int,
+                                                            data: st.DataObject) -> None:
+    """Bodies whose every field is a JSON number take orjson's path (unless a field is -0 or
+    beyond a double) and give pyarrow's float32 values, bit for bit (-0.0 included)."""
+    rows = data.draw(st.lists(st.lists(json_numbers(), min_size=columns, max_size=columns),
+                              min_size=1, max_size=6))
+    newline = data.draw(st.sampled_from(["\n", "\r\n"]))
+    body = newline.join(",".join(row) for row in rows).encode() + newline.encode()
+    lines = [line for line in body.split(b"\n") if line]
+    fields = [value for row in rows for value in row]
+    by_json = csv_format._json_rows(lines)
+    assert (by_json is not None) == ("-0" not in fields
+                                     and all(abs(float(v)) != float("inf") for v in fields))
+    got = csv_format._parse_small(body, columns)
+    assert got is not None
+    table = csv_format._read_table(body, columns)
+    arrow, _ = csv_format._to_matrices(table, 0)
+    assert got.tobytes() == arrow.tobytes()
+
+
+@pytest.mark.parametrize("body", [
+    b"1152921573326323713,1\n",  # 2**60 + 2**36 + 1: float32 straight from the integer
+    b"-1152921573326323713,1\n",  # rounds up, through a double (as pyarrow) down
+    b"340282346638528859811704183484516925440,1\n",  # float32's largest value
+    b"340282347906179460039933584981220130816,1\n",  # 2**100 above it, yet rounds to it
+    b"340282356779733661637539395458142568448,1\n",  # halfway above it: inf
+    b"1e39,1\n", b"-0,1\n", b"1,-0\n-0,2\n", b"0e-0,-0.0\n"])
+def test_edge_numbers_parse_as_pyarrow_parses_them(body: bytes) -> None:
+    small = csv_format._parse_small(body, 2)
+    assert small is not None
+    arrow, _ = csv_format._to_matrices(csv_format._read_table(body, 2), 0)
+    assert small.tobytes() == arrow.tobytes()
