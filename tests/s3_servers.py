@@ -16,16 +16,17 @@ START_TIMEOUT_S = 20.0
 
 
 class UvicornThread:
-    """An ASGI app under uvicorn in a daemon thread, on a socket bound here to 127.0.0.1:0."""
+    """An ASGI app under uvicorn in a daemon thread, on a socket bound here to 127.0.0.1:0
+    (``options``: more ``uvicorn.Config`` keywords)."""
 
-    def __init__(self, app: Any) -> None:
+    def __init__(self, app: Any, **options: Any) -> None:
         import uvicorn
 
         self.sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
         self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         self.sock.bind(("127.0.0.1", 0))
         self.port = self.sock.getsockname()[1]
-        config = uvicorn.Config(app, log_level="warning", lifespan="off")
+        config = uvicorn.Config(app, log_level="warning", lifespan="off", **options)
         self.server = uvicorn.Server(config)
         self.thread = threading.Thread(target=self.server.run, kwargs={"sockets": [self.sock]},
                                        daemon=True)

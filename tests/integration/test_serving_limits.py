@@ -330,3 +330,46 @@ def test_at_the_cap_with_every_connection_busy_a_new_one_gets_503(
     assert answer.startswith(b"HTTP/1.1 503 ") and answer.endswith(b"<closed>"), answer
     assert all(response(s, 5).startswith(b"HTTP/1.1 408 ") for s in busy)
     assert timed_ping(port, sockets)[0] == 200  # room again once they are answered
+
+
+def test_the_protocol_marks_a_body_that_came_whole_before_the_app_ran() -> None:
+    """``connections.BODY_COMPLETE``: set in the request's scope once the whole body is in
+    the server's buffer. A request sent in one write has it before the app runs (so the app
+    reads its body without a deadline); one whose body comes later has not, and its app
+    reads the body under the deadline as before."""
+    from openknn.serving import connections
+    from openknn.settings import ServingSettings
+
+    from ..s3_servers import UvicornThread
+
+    async def app(scope: dict[str, object], receive: object, send: object) -> None:
+        if scope["type"] != "http":
+            return
+        whole = connections.BODY_COMPLETE in scope
+        while True:
+            message = await receive()  # type: ignore[operator]
+            if not message.get("more_body"):
+                break
+        body = b"whole" if whole else b"later"
+        await send({"type": "http.response.start", "status": 200,  # type: ignore[operator]
+                    "headers": [(b"content-length", str(len(body)).encode())]})
+        await send({"type": "http.response.body", "body": body})  # type: ignore[operator]
+
+    head = b"POST /x HTTP/1.1\r\nHost: t\r\nContent-Length: 3\r\n\r\n"
+
+    def answer(sock: socket.socket) -> bytes:
+        got = b""
+        while not got.endswith((b"whole", b"later")):  # both are 5 bytes: the whole answer
+            chunk = sock.recv(4096)
+            assert chunk, got
+            got += chunk
+        return got[-5:]
+
+    with UvicornThread(app, **connections.uvicorn_options(ServingSettings())) as server:
+        with socket.create_connection(("127.0.0.1", server.port), timeout=5) as sock:
+            sock.sendall(head + b"1,2")
+            assert answer(sock) == b"whole"
+            sock.sendall(head)  # the same connection, kept alive: the body after a pause
+            time.sleep(0.2)
+            sock.sendall(b"1,2")
+            assert answer(sock) == b"later"

@@ -7,7 +7,7 @@ import asyncio
 import time
 
 import pytest
-from starlette.requests import Request
+from starlette.requests import ClientDisconnect, Request
 
 from openknn.errors import ClientError, PayloadTooLarge
 from openknn.serving.app import BodyDeadlines, read_body, receive_body
@@ -105,3 +105,33 @@ def test_a_sweep_left_armed_by_a_closed_loop_does_not_stop_the_next_loops_deadli
     assert asyncio.run(read(False)) == b"1,"  # the loop closes with its sweep still armed
     assert deadlines._timer is not None
     assert asyncio.run(asyncio.wait_for(read(True), 2)) == 408
+
+
+def test_a_body_the_server_holds_whole_is_read_without_a_deadline() -> None:
+    """``complete`` (the protocol's BODY_COMPLETE): one receive, no deadline kept. Should the
+    first message say more is coming after all, the rest is read under the deadline, and a
+    client gone or an oversize body still answer as without it."""
+    deadlines = BodyDeadlines.for_timeout(0.1)
+
+    def whole(body: bytes) -> object:
+        async def receive() -> dict[str, object]:
+            assert not deadlines._due  # no deadline while the body is received
+            return {"type": "http.request", "body": body, "more_body": False}
+        return receive
+
+    async def main() -> None:
+        assert await receive_body(whole(b"1,2"), None, 6.0, 0.1, deadlines, True) == b"1,2"
+        assert deadlines._timer is None
+        more = request([b"1,"], stall=True).receive  # more_body, then a stall
+        with pytest.raises(ClientError) as caught:
+            await receive_body(more, None, 6.0, 0.1, deadlines, True)
+        assert caught.value.status == 408
+        with pytest.raises(PayloadTooLarge):
+            await receive_body(whole(b"x" * 2048), None, 0.001, 0.1, deadlines, True)
+
+        async def gone() -> dict[str, object]:
+            return {"type": "http.disconnect"}
+        with pytest.raises(ClientDisconnect):
+            await receive_body(gone, None, 6.0, 0.1, deadlines, True)
+
+    asyncio.run(main())

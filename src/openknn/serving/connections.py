@@ -19,6 +19,9 @@ log = logging.getLogger(__name__)
 
 RESERVED_FDS = 64  # for the model files, logs, the event loop and threads; measured use: 16
 HEAD_END = b"\r\n\r\n"
+# A scope key this protocol sets once a request's whole body is in its buffer (before the
+# app runs, for a request that came in one read): receiving it then cannot wait.
+BODY_COMPLETE = "openknn.body_complete"
 WARN_EVERY_S = 10.0  # the log line for refused connections, at most this often
 
 
@@ -115,23 +118,36 @@ class LimitedHttpToolsProtocol(HttpToolsProtocol):
         self._set_busy(False)
         super().connection_lost(exc)
 
+    # The four callbacks below run for every request: each is one Python frame over
+    # uvicorn's (with helpers of their own they cost about 10 us of a single-row request's
+    # 0.18 ms of server time on 2 cores, issue 15; now about half of that).
+
     def data_received(self, data: bytes) -> None:
-        if self._in_head and not self._count_head(data):
-            self._refuse(HEAD_TOO_LARGE)
-            return
+        if self._in_head:  # most requests: a whole head in one read, well under the limit
+            end = -1 if self._head_tail else data.find(HEAD_END)
+            if end < 0 or self._head_bytes + end + len(HEAD_END) > self.limits.max_header_bytes:
+                if not self._count_head(data):
+                    self._refuse(HEAD_TOO_LARGE)
+                    return
         super().data_received(data)  # also stops uvicorn's keep-alive timer
         if not self._busy:  # a head begun, or bytes that are no request yet: a deadline
             self._arm_head_timer()  # (a whole request in one read costs no timer)
 
     def on_headers_complete(self) -> None:
         self._in_head, self._head_bytes, self._head_tail = False, 0, b""
-        self._set_busy(True)
-        self._cancel_head_timer()
+        if not self._busy:
+            self.in_flight.count += 1
+            self._busy = True
+        if self._head_timer is not None:
+            self._head_timer.cancel()
+            self._head_timer = None
         super().on_headers_complete()
 
     def on_message_complete(self) -> None:
         super().on_message_complete()
         self._in_head = True
+        # the whole body is in uvicorn's buffer: the app reads it with no deadline
+        self.scope[BODY_COMPLETE] = True  # type: ignore[literal-required]
 
     def on_response_complete(self) -> None:
         cycle = self.cycle
