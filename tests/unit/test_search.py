@@ -104,3 +104,54 @@ def test_distances_equal_in_float32_list_the_smaller_id_first_for_one_row_and_a_
     batch = search.search(index, np.repeat(q, 3, axis=0), 2, "L2")
     assert one[1].tolist() == [[0, 1]] and one[0].tolist() == [[0.5, 0.5]]
     assert batch[1].tolist() == [[0, 1]] * 3 and batch[0].tolist() == [[0.5, 0.5]] * 3
+
+
+CASES = [(t, m) for t in ("faiss.Flat", "faiss.IVFFlat", "faiss.IVFPQ", "faiss.HNSW")
+         for m in ("L2", "INNER_PRODUCT", "COSINE")]
+
+
+@pytest.mark.parametrize(("index_type", "metric"), CASES)
+def test_a_single_row_gets_what_it_gets_in_a_batch_bit_for_bit(index_type: str,
+                                                                 metric: str) -> None:
+    """Issue 15: a single query takes search_one (Python numbers for its k values) where it
+    can; its distances and ids are those of the same row searched in a batch (the general
+    path), bit for bit, with duplicate points (ties in float64 and float32), a shifted
+    L2 model, a knob too small for some IVF rows (the general path's second search) and k
+    above what HNSW's graph returns at a small efSearch."""
+    rng = np.random.default_rng(sum(map(ord, index_type + metric)))
+    x = (rng.standard_normal((1500, 8)) * 30 + 500).astype(np.float32)
+    x[700:760] = x[:60]  # duplicates
+    config = fi.IndexConfig(index_type=index_type, metric=metric, nlist=40,
+                            pq_m=4 if index_type == "faiss.IVFPQ" else None)
+    center = fi.center_of(x, metric)
+    index = fi.build(x, 10, config, center=center)
+    q = fi.prepare(np.concatenate([x[:40], x[:40] + 0.25, x[650:660]]), metric, 8, center,
+                   exact=True)
+    taken = 0
+    for k, knob in ((10, 8), (10, 1), (40, 1)):
+        batch_d, batch_i = search.search(index, q, k, metric, knob)
+        for row in range(len(q)):
+            one = search.search_one(index, q[row:row + 1], k, metric, knob)
+            taken += one is not None
+            d, i = search.search(index, q[row:row + 1], k, metric, knob)
+            assert d.dtype == np.float32 and i.dtype == np.int64
+            assert d.tobytes() == batch_d[row:row + 1].tobytes()
+            np.testing.assert_array_equal(i, batch_i[row:row + 1])
+    assert taken > len(q)  # the one-row path answered most rows
+    if index_type in ("faiss.IVFFlat", "faiss.IVFPQ"):  # lists of ~37 points, k=40, nprobe=1
+        assert taken < 3 * len(q)  # so some rows took the general path's second search
+
+
+def test_a_single_row_whose_first_round_is_not_proven_takes_the_general_path(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    x = (RNG.standard_normal((2000, 9)) * 50 + 1e4).astype(np.float32)
+    center = fi.center_of(x, "L2")
+    index = fi.build(x, 5, fi.IndexConfig(), center=center)
+    q = fi.prepare(x[:10] + 0.5, "L2", 9, center, exact=True)
+    want = search.search(index, q, 5, "L2")
+    monkeypatch.setattr(search, "proven_one", lambda *args: False)
+    assert search.search_one(index, q[:1], 5, "L2", 1) is None
+    for row in range(len(q)):
+        d, i = search.search(index, q[row:row + 1], 5, "L2")
+        assert d.tobytes() == want[0][row:row + 1].tobytes()
+        np.testing.assert_array_equal(i, want[1][row:row + 1])

@@ -13,6 +13,7 @@ on the query and the point alone, so an answer never depends on the rest of its 
 
 from __future__ import annotations
 
+import array
 import math
 import weakref
 from typing import Any
@@ -59,9 +60,12 @@ def vectors_of(index: Any, ids: np.ndarray) -> np.ndarray:
     indexes get a direct map on first use (for IVFPQ these are the decoded vectors: the
     points as the index holds them). A hash table, since a shard's ids are not 0..n-1."""
     if isinstance(index, faiss.IndexIVF):
-        if int(index.direct_map.type) == int(DIRECT_MAP.NoMap):
+        flat_ids = ids.ravel()
+        try:  # asked, not checked first: reading direct_map.type costs about 1 us
+            out: np.ndarray = index.reconstruct_batch(flat_ids)  # (ids.size, d)
+        except RuntimeError:  # faiss: "direct map not initialized"
             index.set_direct_map_type(DIRECT_MAP.Hashtable)
-        out: np.ndarray = index.reconstruct_batch(ids.ravel())  # (ids.size, d)
+            out = index.reconstruct_batch(flat_ids)
         return out.reshape(*ids.shape, out.shape[1])
     cached = _views.get(index)
     if cached is None or cached[0] != int(index.ntotal):
@@ -264,6 +268,42 @@ def refined(index: Any, queries: np.ndarray, k: int, nprobe: int, searcher: Any 
     return dist, top
 
 
+def search_one(index: Any, queries: np.ndarray, k: int, metric: str, nprobe: int,
+               ) -> tuple[np.ndarray, np.ndarray] | None:
+    """``search`` for a single prepared query on a CPU faiss index, with the answer it gives
+    bit for bit: the candidates' distances are ``distances``' own, and their order, the
+    proof of a Flat first round, the square roots, the float32 rounding and its tie order are
+    worked on the ``k`` values as Python numbers, not numpy arrays. In the server each numpy
+    call on so small an array costs microseconds, as its code is out of the caches; the
+    whole single-row search cost about twice this path's there (docs/serving.md). None where
+    the row needs more than one round: an IVF row whose probed lists hold fewer than ``k``
+    points, an HNSW answer of fewer than ``k``, a Flat first round not proven; ``search``
+    then takes the general path."""
+    l2 = is_l2(index)
+    want = candidate_rounds(index, k)[0]
+    found, ids = faiss_search(index, np.ascontiguousarray(queries, dtype=np.float32), want,
+                              nprobe)
+    id_list: list[int] = ids.tolist()[0]
+    if min(id_list) < 0:  # fewer than asked for
+        return None
+    exact = distances(queries, vectors_of(index, ids), l2).tolist()[0]
+    # np.lexsort's order: by distance (best first), then by the smaller id
+    ranked = sorted(zip(exact if l2 else [-v for v in exact], id_list))[:k]
+    if want < int(index.ntotal) and isinstance(index, faiss.IndexFlat):
+        kth = ranked[-1][0] if l2 else -ranked[-1][0]
+        if not proven_one(index, queries[0], found.item(-1), kth):
+            return None
+    values = [math.sqrt(v) if metric == "L2" else -v for v, _ in ranked]
+    # each rounded once to float32, as astype does (beyond its range: inf, as astype)
+    rounded = array.array("f", values).tolist()
+    order = [i for _, i in ranked]
+    if len(set(rounded)) < len(rounded):  # equal in float32: the smaller id first
+        pairs = sorted(zip(rounded if metric == "L2" else [-v for v in rounded], order))
+        rounded = [v if metric == "L2" else -v for v, _ in pairs]
+        order = [i for _, i in pairs]
+    return np.array([rounded], np.float32), np.array([order], np.int64)
+
+
 def search(index: Any, queries: np.ndarray, k: int, metric: str, nprobe: int = 5,
            searcher: Any = None) -> tuple[np.ndarray, np.ndarray]:
     """The ``k`` nearest index ids of each prepared query, with decision 1's distances
@@ -271,6 +311,7 @@ def search(index: Any, queries: np.ndarray, k: int, metric: str, nprobe: int = 5
 
     ``k`` is capped at the points in the index (decision 6); no id is ever -1. ``index``
     may be a stand-in with ``search_raw`` (an index split over shards) that refines inside.
+    A single query on a CPU index takes ``search_one`` where it can.
     """
     k = min(k, int(index.ntotal))
     gpu_copy = getattr(index, "cpu", None)  # a GPU copy stands in: its CPU index has the vectors
@@ -279,6 +320,10 @@ def search(index: Any, queries: np.ndarray, k: int, metric: str, nprobe: int = 5
     if hasattr(index, "search_raw"):
         dist, ids = index.search_raw(queries, k, nprobe)
     else:
+        if queries.shape[0] == 1 and searcher is None:
+            one = search_one(index, queries, k, metric, nprobe)
+            if one is not None:
+                return one
         dist, ids = refined(index, queries, k, nprobe, searcher)
     if metric == "L2":
         dist = np.sqrt(dist)  # recomputed sums of squares: never negative
