@@ -105,9 +105,10 @@ def top_k(dist: np.ndarray, ids: np.ndarray, k: int, l2: bool,
     return dist[rows, order], ids[rows, order]
 
 
-def max_norm(flat: Any) -> float:
-    """The largest vector norm in a Flat index (cached per index and size)."""
-    n = int(flat.ntotal)
+def max_norm(flat: Any, n: int | None = None) -> float:
+    """The largest vector norm in a Flat index (cached per index and size; ``n``: its
+    ntotal, where the caller has read it)."""
+    n = int(flat.ntotal) if n is None else n
     cached = _norms.get(flat)
     if cached is None or cached[0] != n:
         x = stored(flat)
@@ -145,9 +146,14 @@ def proven_one(flat: Any, query: np.ndarray, found: float, kth: float) -> bool:
     call on a tiny array costs microseconds (the scan has evicted its code from the caches).
     Rounding may differ from ``proven``'s in the last bits, which is safe: a proof only
     decides whether more candidates are sought; the answer is the exact one either way."""
-    d, q, r = query.shape[0], math.sqrt(float(np.dot(query, query))), max_norm(flat)
+    return bound_holds(is_l2(flat), query, max_norm(flat), found, kth)
+
+
+def bound_holds(l2: bool, query: np.ndarray, r: float, found: float, kth: float) -> bool:
+    """``proven_one``'s test, given the metric and the largest stored norm ``r``."""
+    d, q = query.shape[0], math.sqrt(float(np.dot(query, query)))
     slack = 4 * UNIT_ROUNDOFF * abs(kth)
-    if is_l2(flat):
+    if l2:
         return bool(found - 1.01 * (d + 8) * UNIT_ROUNDOFF * (q + r) ** 2 > kth + slack)
     return bool(found + 1.01 * (d + 4) * UNIT_ROUNDOFF * q * r < kth - slack)
 
@@ -190,14 +196,14 @@ def brute_force(flat: Any, queries: np.ndarray, k: int) -> tuple[np.ndarray, np.
     return top_k(exact_distances(flat, queries, best_i, l2), best_i, k, l2)
 
 
-def candidate_rounds(index: Any, k: int) -> tuple[int, ...]:
+def candidate_rounds(index: Any, k: int, n: int | None = None) -> tuple[int, ...]:
     """How many candidates to ask faiss for, round by round: on an exact index ``k`` + 8
     (faiss's selection costs grow with the count on small indexes), then ``4k`` + 32 for the
     rows the first round could not prove; ``k`` itself on approximate indexes (their recall
     is what it is; their distances get exact)."""
     if not isinstance(index, faiss.IndexFlat):  # flat_storage(index) is not index
         return (k,)
-    n = int(index.ntotal)
+    n = int(index.ntotal) if n is None else n
     return tuple(sorted({min(n, k + FLAT_EXTRA_CANDIDATES), min(n, 4 * k + 32)}))
 
 
@@ -269,29 +275,31 @@ def refined(index: Any, queries: np.ndarray, k: int, nprobe: int, searcher: Any 
 
 
 def search_one(index: Any, queries: np.ndarray, k: int, metric: str, nprobe: int,
-               ) -> tuple[np.ndarray, np.ndarray] | None:
+               n: int | None = None) -> tuple[np.ndarray, np.ndarray] | None:
     """``search`` for a single prepared query on a CPU faiss index, with the answer it gives
     bit for bit: the candidates' distances are ``distances``' own, and their order, the
     proof of a Flat first round, the square roots, the float32 rounding and its tie order are
     worked on the ``k`` values as Python numbers, not numpy arrays. In the server each numpy
-    call on so small an array costs microseconds, as its code is out of the caches; the
-    whole single-row search cost about twice this path's there (docs/serving.md). None where
-    the row needs more than one round: an IVF row whose probed lists hold fewer than ``k``
-    points, an HNSW answer of fewer than ``k``, a Flat first round not proven; ``search``
-    then takes the general path."""
+    call on so small an array costs microseconds, as its code is out of the caches: timed
+    there, a single IVFFlat row's ``search`` took about 98 us on the general path and 77 on
+    this one (docs/serving.md). ``n``: the index's ntotal, where the caller has read it.
+    None where the row needs more than one round: an IVF row whose probed lists hold fewer
+    than ``k`` points, an HNSW answer of fewer than ``k``, a Flat first round not proven;
+    ``search`` then takes the general path."""
     l2 = is_l2(index)
-    want = candidate_rounds(index, k)[0]
-    found, ids = faiss_search(index, np.ascontiguousarray(queries, dtype=np.float32), want,
-                              nprobe)
+    n = int(index.ntotal) if n is None else n  # each read of a faiss attribute: ~0.5 us
+    want = candidate_rounds(index, k, n)[0]
+    # faiss's wrapper makes the float32 copy it searches with (the general path's own)
+    found, ids = faiss_search(index, queries, want, nprobe)
     id_list: list[int] = ids.tolist()[0]
     if min(id_list) < 0:  # fewer than asked for
         return None
     exact = distances(queries, vectors_of(index, ids), l2).tolist()[0]
     # np.lexsort's order: by distance (best first), then by the smaller id
     ranked = sorted(zip(exact if l2 else [-v for v in exact], id_list))[:k]
-    if want < int(index.ntotal) and isinstance(index, faiss.IndexFlat):
+    if want < n and isinstance(index, faiss.IndexFlat):
         kth = ranked[-1][0] if l2 else -ranked[-1][0]
-        if not proven_one(index, queries[0], found.item(-1), kth):
+        if not bound_holds(l2, queries[0], max_norm(index, n), found.item(-1), kth):
             return None
     values = [math.sqrt(v) if metric == "L2" else -v for v, _ in ranked]
     # each rounded once to float32, as astype does (beyond its range: inf, as astype)
@@ -313,7 +321,8 @@ def search(index: Any, queries: np.ndarray, k: int, metric: str, nprobe: int = 5
     may be a stand-in with ``search_raw`` (an index split over shards) that refines inside.
     A single query on a CPU index takes ``search_one`` where it can.
     """
-    k = min(k, int(index.ntotal))
+    n = int(index.ntotal)
+    k = min(k, n)
     gpu_copy = getattr(index, "cpu", None)  # a GPU copy stands in: its CPU index has the vectors
     if gpu_copy is not None:
         index, searcher = gpu_copy, index
@@ -321,7 +330,7 @@ def search(index: Any, queries: np.ndarray, k: int, metric: str, nprobe: int = 5
         dist, ids = index.search_raw(queries, k, nprobe)
     else:
         if queries.shape[0] == 1 and searcher is None:
-            one = search_one(index, queries, k, metric, nprobe)
+            one = search_one(index, queries, k, metric, nprobe, n)
             if one is not None:
                 return one
         dist, ids = refined(index, queries, k, nprobe, searcher)
