@@ -55,10 +55,11 @@ def stored(flat: Any) -> np.ndarray:
     return view
 
 
-def vectors_of(index: Any, ids: np.ndarray) -> np.ndarray:
+def vectors_of(index: Any, ids: np.ndarray, n: int | None = None) -> np.ndarray:
     """The stored vectors of ``ids`` (any shape) as float32, shape ``ids.shape + (d,)``. IVF
     indexes get a direct map on first use (for IVFPQ these are the decoded vectors: the
-    points as the index holds them). A hash table, since a shard's ids are not 0..n-1."""
+    points as the index holds them). A hash table, since a shard's ids are not 0..n-1.
+    ``n``: the index's ntotal, where the caller has read it."""
     if isinstance(index, faiss.IndexIVF):
         flat_ids = ids.ravel()
         try:  # asked, not checked first: reading direct_map.type costs about 1 us
@@ -68,7 +69,7 @@ def vectors_of(index: Any, ids: np.ndarray) -> np.ndarray:
             out = index.reconstruct_batch(flat_ids)
         return out.reshape(*ids.shape, out.shape[1])
     cached = _views.get(index)
-    if cached is None or cached[0] != int(index.ntotal):
+    if cached is None or cached[0] != (int(index.ntotal) if n is None else n):
         flat = flat_storage(index)
         if flat is None:
             raise TypeError(f"no stored vectors to re-rank with in a {type(index).__name__}")
@@ -294,7 +295,7 @@ def search_one(index: Any, queries: np.ndarray, k: int, metric: str, nprobe: int
     id_list: list[int] = ids.tolist()[0]
     if min(id_list) < 0:  # fewer than asked for
         return None
-    exact = distances(queries, vectors_of(index, ids), l2).tolist()[0]
+    exact = distances(queries, vectors_of(index, ids, n), l2).tolist()[0]
     # np.lexsort's order: by distance (best first), then by the smaller id
     ranked = sorted(zip(exact if l2 else [-v for v in exact], id_list))[:k]
     if want < n and isinstance(index, faiss.IndexFlat):

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import logging
 import time
 from collections.abc import AsyncIterator, Callable
@@ -58,6 +59,7 @@ def error_response(status: int, message: str) -> Response:
     return Response(error_body(status, message), status_code=status, media_type=JSON)
 
 
+@functools.lru_cache(maxsize=64)
 def content_type_header(media_type: str) -> bytes:
     """The Content-Type a response goes out with: Starlette's rule (text types say their
     charset), kept so that the plain ASGI path answers byte for byte as Starlette did."""

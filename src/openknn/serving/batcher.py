@@ -139,22 +139,23 @@ class MicroBatcher:
     async def submit(self, features: np.ndarray, nprobe: int | None = None) -> Predictions:
         self._arriving -= 1
         rows = features.shape[0]
-        if self._alone(rows):
-            if self._company is None or self._company():
-                # Requests read in the same turn of the event loop have their tasks queued
-                # behind this one and have not counted themselves yet: let them run up to
-                # here (one turn of the loop), so that under concurrency rows still share a
-                # search. ``company`` (the server's requests in flight) says when there are
-                # none, which spares a lone client that turn (about 4 % of its request).
-                self._deciding = True
-                try:
-                    await asyncio.sleep(0)
-                finally:
-                    self._deciding = False
-            if self._alone(rows):
-                if self._on_batch is not None:
-                    self._on_batch(rows)
-                return self._search(features, nprobe)
+        alone = self._alone(rows)
+        if alone and (self._company is None or self._company()):
+            # Requests read in the same turn of the event loop have their tasks queued
+            # behind this one and have not counted themselves yet: let them run up to
+            # here (one turn of the loop), so that under concurrency rows still share a
+            # search. ``company`` (the server's requests in flight) says when there are
+            # none, which spares a lone client that turn (about 4 % of its request).
+            self._deciding = True
+            try:
+                await asyncio.sleep(0)
+            finally:
+                self._deciding = False
+            alone = self._alone(rows)
+        if alone:
+            if self._on_batch is not None:
+                self._on_batch(rows)
+            return self._search(features, nprobe)
         future: asyncio.Future[Predictions] = asyncio.get_running_loop().create_future()
         self._pending.append(_Job(features, nprobe, future))
         self._wake.set()
