@@ -10,21 +10,27 @@ which is faster here than its default), a ``bincount`` vote, ``orjson``. It skip
 openknn does on top (content negotiation, limits and timeouts, micro-batching, the exact
 float64 re-ranking of decision 1, checks for NaN, metrics), so it is a floor, not a rival.
 Both serve on 127.0.0.1 under uvicorn with uvloop and httptools, one process each, with the
-machine's threads for faiss. The load is wrk (Debian's package) with one keep-alive
-connection (concurrency 1) or 32 (two wrk threads), POSTing the same body for ``--seconds``
-each:
+machine's threads for faiss, both started before any load. The load is wrk (Debian's
+package) with one keep-alive connection (concurrency 1) or 32 (two wrk threads), POSTing the
+same body for ``--seconds``, ``--rounds`` times per server, the two servers taking turns, so
+that each ratio compares windows seconds apart (a shared machine's slow spells last seconds):
 
 - ``single c1``, ``single c32``: one test row as ``text/csv``;
 - ``581 c1``: 581 test rows (the tutorial's batch) as ``text/csv``.
 
-Printed: requests/s and wrk's p50 / p99 latency for each server, and openknn's requests/s as a
-fraction of the floor's; then, for single rows at concurrency 32, openknn's requests/s beside
+Printed: each server's requests/s and wrk's p50 / p99 latency (medians over its windows), and
+the median of openknn's requests/s as a fraction of the floor's in the same round, with each
+round's; then, for single rows at concurrency 32, openknn's requests/s beside
 raw faiss's queries/s for batches of 32 test rows (``index.search`` in this process, the
 model's knob, every thread). The issue's goals: single c1 >= 0.7x the floor, 581 c1 >= 0.8x
 the floor, single c32 >= 0.8x raw faiss batch-32.
 
-    .venv/bin/python benchmarks/serving_floor.py [--path covtype.csv.gz] [--seconds 5]
-        [--index faiss.Flat ...]
+With ``--data fashion`` the models index Fashion-MNIST's 60,000 training images (784-d;
+the training job's index step, the test images as requests): there faiss's own work is a
+larger share of a request, as in ``openknn bench``'s Fashion-MNIST table.
+
+    .venv/bin/python benchmarks/serving_floor.py [--data covtype|fashion] [--path P]
+        [--seconds 2] [--rounds 3] [--index faiss.Flat ...]
 """
 
 from __future__ import annotations
@@ -35,6 +41,7 @@ import dataclasses
 import os
 import re
 import shutil
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -47,11 +54,13 @@ import httpx
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
+from openknn.core import hyperparameters as hp_module  # noqa: E402
 from openknn.jobs import artifact, datasets, training  # noqa: E402
 from openknn.serving.process import free_port  # noqa: E402
 
 DEFAULT_DATA = (Path(__file__).resolve().parents[2] / "shared" / "data" / "covtype"
                 / "kaggle-forest-cover-type-prediction_train.csv.gz")
+DEFAULT_FASHION = Path(__file__).resolve().parents[2] / "shared" / "data" / "fashion-mnist"
 INDEXES = {"faiss.Flat": {}, "faiss.IVFFlat": {"faiss_index_ivf_nlists": "auto"},
            "faiss.IVFPQ": {"faiss_index_ivf_nlists": "auto", "faiss_index_pq_m": "8"},
            "faiss.HNSW": {}}
@@ -134,6 +143,38 @@ def wrk(url: str, script: Path, connections: int, seconds: float) -> tuple[float
     return rps, pct("50"), pct("99")
 
 
+@dataclasses.dataclass
+class Measured:
+    """One load on one index: (requests/s, p50, p99) per server, medians over the windows,
+    and openknn's requests/s over the floor's in each round."""
+
+    index_type: str
+    load: str
+    servers: list[tuple[float, float, float]]
+    ratios: list[float]
+
+    @property
+    def ratio(self) -> float:
+        return statistics.median(self.ratios)
+
+
+def taking_turns(urls: list[str], script: Path, connections: int, seconds: float, rounds: int,
+                 ) -> tuple[list[tuple[float, float, float]], list[float]]:
+    """wrk on each server in turn, ``rounds`` times (the order reversed every other round):
+    each server's median requests/s, p50 and p99, and the first's requests/s over the
+    second's, round by round. A shared machine's slow spells last seconds: windows side by
+    side compare the servers under the same spell, where one long window each did not."""
+    runs: list[list[tuple[float, float, float]]] = [[] for _ in urls]
+    for r in range(rounds):
+        order = range(len(urls)) if r % 2 == 0 else reversed(range(len(urls)))
+        for i in order:
+            runs[i].append(wrk(urls[i], script, connections, seconds))
+    medians = [tuple(statistics.median(run[j] for run in server) for j in range(3))
+               for server in runs]
+    ratios = [a[0] / b[0] for a, b in zip(runs[0], runs[1])]
+    return medians, ratios  # type: ignore[return-value]
+
+
 def raw_batch_qps(model_path: Path, rows: np.ndarray, batch: int = 32,
                   seconds: float = 2.0) -> float:
     """Raw faiss queries/s for batches of ``batch`` of ``rows``, in this process, with the
@@ -166,6 +207,11 @@ def write_bodies(root: Path, rows_by_name: dict[str, np.ndarray]) -> dict[str, t
     return bodies
 
 
+def hyperparameters(index_type: str, feature_dim: int) -> dict[str, str]:
+    return {"feature_dim": str(feature_dim), "k": "10", "sample_size": "200000",
+            "predictor_type": "classifier", "index_type": index_type, **INDEXES[index_type]}
+
+
 def train_models(root: Path, split: datasets.Split, index_types: list[str]) -> dict[str, Path]:
     """openknn's model.tar.gz for each index type, trained on the tutorial's split."""
     (root / "train").mkdir(exist_ok=True)
@@ -174,11 +220,21 @@ def train_models(root: Path, split: datasets.Split, index_types: list[str]) -> d
             f.write(f"{label:g}," + ",".join(f"{v:g}" for v in row) + "\n")
     models = {}
     for index_type in index_types:
-        hp = {"feature_dim": "54", "k": "10", "sample_size": "200000",
-              "predictor_type": "classifier", "index_type": index_type,
-              **INDEXES[index_type]}
-        training.train(root / "train", hyperparameters=hp, output_dir=root / index_type)
+        training.train(root / "train", hyperparameters=hyperparameters(index_type, 54),
+                       output_dir=root / index_type)
         models[index_type] = root / index_type / "model.tar.gz"
+    return models
+
+
+def build_models(root: Path, split: datasets.Split, index_types: list[str]) -> dict[str, Path]:
+    """The training job's index step over a split too big to write as CSV here (Fashion-MNIST's
+    60,000 x 784), each model saved as model.tar.gz."""
+    models = {}
+    for index_type in index_types:
+        hp = hp_module.parse(hyperparameters(index_type, split.train_x.shape[1]))
+        models[index_type] = root / index_type / "model.tar.gz"
+        artifact.write_model_tar(training.build_model(split.train_x, split.train_y, hp),
+                                 models[index_type])
     return models
 
 
@@ -192,15 +248,17 @@ class Setup:
     probe: bytes
 
 
-def set_up(root: Path, data: Path, index_types: list[str]) -> Setup:
-    """wrk is there; the covtype split's one-row and 581-row bodies and each index's model,
-    under ``root``."""
+def set_up(root: Path, data: Path, index_types: list[str], fashion: bool = False) -> Setup:
+    """wrk is there; the split's one-row and 581-row bodies and each index's model, under
+    ``root``: the covtype tutorial's split of the rows at ``data``, or (``fashion``) the
+    Fashion-MNIST files in the folder ``data``."""
     if shutil.which("wrk") is None:
         raise SystemExit("wrk is not installed: apt-get install -y wrk")
-    split = datasets.tutorial_split(datasets.load_covtype(data))
+    split = (datasets.fashion_mnist_split(data) if fashion
+             else datasets.tutorial_split(datasets.load_covtype(data)))
     bodies = write_bodies(root, {"single": split.test_x[:1], "581": split.test_x[:581]})
-    return Setup(split, bodies, train_models(root, split, index_types),
-                 bodies["single"][0].read_bytes())
+    models = (build_models if fashion else train_models)(root, split, index_types)
+    return Setup(split, bodies, models, bodies["single"][0].read_bytes())
 
 
 @contextlib.contextmanager
@@ -230,43 +288,58 @@ def openknn_command(model: Path) -> list[str]:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--path", type=Path, default=DEFAULT_DATA)
-    parser.add_argument("--seconds", type=float, default=5.0)
+    parser.add_argument("--data", choices=["covtype", "fashion"], default="covtype",
+                        help="the Kaggle covtype rows (54-d, 13,608 points), or Fashion-MNIST "
+                             "(784-d, 60,000 points), where faiss's own cost weighs more")
+    parser.add_argument("--path", type=Path,
+                        help="the covtype .csv.gz or the Fashion-MNIST folder (default: "
+                             "../shared/data)")
+    parser.add_argument("--seconds", type=float, default=2.0,
+                        help="each wrk window (one server, one load)")
+    parser.add_argument("--rounds", type=int, default=3,
+                        help="windows per server and load, the two servers taking turns")
     parser.add_argument("--index", action="append", choices=list(INDEXES))
     args = parser.parse_args()
     index_types = args.index or list(INDEXES)
-    results, raw = [], {}
+    results: list[Measured] = []
+    raw = {}
     with tempfile.TemporaryDirectory() as tmp:
         root = Path(tmp)
-        setup = set_up(root, args.path, index_types)
+        fashion = args.data == "fashion"
+        data = args.path or (DEFAULT_FASHION if fashion else DEFAULT_DATA)
+        setup = set_up(root, data, index_types, fashion)
         split, bodies, models, probe = setup.split, setup.bodies, setup.models, setup.probe
         for index_type in index_types:
             model = models[index_type]
-            for server in ("openknn", "floor"):
-                command = (openknn_command(model) if server == "openknn"
-                           else [sys.executable, "-c", BARE_APP, str(model)])
-                with serving(command, root / f"{server}-{index_type}.log", probe) as url:
-                    for shape, connections in (("single", 1), ("single", 32), ("581", 1)):
-                        rps, p50, p99 = wrk(url, bodies[shape][1], connections, args.seconds)
-                        results.append((index_type, f"{shape} c{connections}", server, rps,
-                                        p50, p99))
+            with contextlib.ExitStack() as stack:
+                urls = [stack.enter_context(serving(command, root / f"{name}-{index_type}.log",
+                                                    probe))
+                        for name, command in (("openknn", openknn_command(model)),
+                                              ("floor", [sys.executable, "-c", BARE_APP,
+                                                         str(model)]))]
+                for shape, connections in (("single", 1), ("single", 32), ("581", 1)):
+                    results.append(Measured(index_type, f"{shape} c{connections}", *taking_turns(
+                        urls, bodies[shape][1], connections, args.seconds, args.rounds)))
             raw[index_type] = raw_batch_qps(model, split.test_x[:4096])
-    print(f"covtype rows: {len(split.train_y)} train; wrk {args.seconds:g} s per row")
+    print(f"{args.data}: {len(split.train_y)} train rows of {split.train_x.shape[1]}; "
+          f"{args.rounds} wrk windows of {args.seconds:g} s per server and row, in turns")
     print(f"{'index':<15}{'load':<12}{'openknn r/s':>12}{'p50':>8}{'p99':>8}"
-          f"{'floor r/s':>11}{'p50':>8}{'p99':>8}{'ratio':>7}")
-    table = {(i, load, s): (r, a, b) for i, load, s, r, a, b in results}
-    for index_type in index_types:
-        for load in ("single c1", "single c32", "581 c1"):
-            o, f = table[(index_type, load, "openknn")], table[(index_type, load, "floor")]
-            print(f"{index_type:<15}{load:<12}{o[0]:12.0f}{o[1]:8.2f}{o[2]:8.2f}"
-                  f"{f[0]:11.0f}{f[1]:8.2f}{f[2]:8.2f}{o[0] / f[0]:7.2f}")
-    print("(p50 / p99 in ms; ratio = openknn's requests/s over the floor's; goals: single c1 "
-          ">= 0.7, 581 c1 >= 0.8)")
+          f"{'floor r/s':>11}{'p50':>8}{'p99':>8}{'ratio':>7}   ratio by window")
+    for m in results:
+        (o, f) = m.servers
+        print(f"{m.index_type:<15}{m.load:<12}{o[0]:12.0f}{o[1]:8.2f}{o[2]:8.2f}"
+              f"{f[0]:11.0f}{f[1]:8.2f}{f[2]:8.2f}{m.ratio:7.2f}   "
+              + " ".join(f"{r:.2f}" for r in m.ratios))
+    print("(medians over the windows: requests/s, p50 / p99 in ms; ratio = the median of "
+          "openknn's requests/s over the floor's in the same round; goals: single c1 >= 0.7, "
+          "581 c1 >= 0.8)")
     print(f"\n{'index':<15}{'openknn single c32 r/s':>24}{'raw faiss batch-32 q/s':>24}"
           f"{'ratio':>7}")
-    for index_type in index_types:
-        c32 = table[(index_type, "single c32", "openknn")][0]
-        print(f"{index_type:<15}{c32:24.0f}{raw[index_type]:24.0f}{c32 / raw[index_type]:7.2f}")
+    for m in results:
+        if m.load == "single c32":
+            c32 = m.servers[0][0]
+            print(f"{m.index_type:<15}{c32:24.0f}{raw[m.index_type]:24.0f}"
+                  f"{c32 / raw[m.index_type]:7.2f}")
     print("(goal: >= 0.8)")
 
 
