@@ -30,7 +30,7 @@ the training job's index step, the test images as requests): there faiss's own w
 larger share of a request, as in ``openknn bench``'s Fashion-MNIST table.
 
     .venv/bin/python benchmarks/serving_floor.py [--data covtype|fashion] [--path P]
-        [--seconds 2] [--rounds 3] [--index faiss.Flat ...]
+        [--seconds 1] [--rounds 7] [--index faiss.Flat ...]
 """
 
 from __future__ import annotations
@@ -294,9 +294,9 @@ def main() -> None:
     parser.add_argument("--path", type=Path,
                         help="the covtype .csv.gz or the Fashion-MNIST folder (default: "
                              "../shared/data)")
-    parser.add_argument("--seconds", type=float, default=2.0,
+    parser.add_argument("--seconds", type=float, default=1.0,
                         help="each wrk window (one server, one load)")
-    parser.add_argument("--rounds", type=int, default=3,
+    parser.add_argument("--rounds", type=int, default=7,
                         help="windows per server and load, the two servers taking turns")
     parser.add_argument("--index", action="append", choices=list(INDEXES))
     args = parser.parse_args()

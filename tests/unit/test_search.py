@@ -149,9 +149,28 @@ def test_a_single_row_whose_first_round_is_not_proven_takes_the_general_path(
     index = fi.build(x, 5, fi.IndexConfig(), center=center)
     q = fi.prepare(x[:10] + 0.5, "L2", 9, center, exact=True)
     want = search.search(index, q, 5, "L2")
-    monkeypatch.setattr(search, "proven_one", lambda *args: False)
+    monkeypatch.setattr(search, "bound_holds", lambda *args: False)  # proven_one's test too
     assert search.search_one(index, q[:1], 5, "L2", 1) is None
     for row in range(len(q)):
         d, i = search.search(index, q[row:row + 1], 5, "L2")
         assert d.tobytes() == want[0][row:row + 1].tobytes()
         np.testing.assert_array_equal(i, want[1][row:row + 1])
+
+
+def test_a_single_row_takes_search_one_up_to_its_k(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Past ONE_ROW_MAX_K the Python numbers cost more than numpy's calls: the general path."""
+    x = RNG.standard_normal((500, 6)).astype(np.float32)
+    index = fi.build(x, 10, fi.IndexConfig())
+    q = fi.prepare(x[:1] + 0.1, "L2", 6, None, exact=True)
+    calls: list[int] = []
+    one = search.search_one
+
+    def counted(*args, **kwargs):  # type: ignore[no-untyped-def]
+        calls.append(args[2])
+        return one(*args, **kwargs)
+
+    monkeypatch.setattr(search, "search_one", counted)
+    small = search.search(index, q, search.ONE_ROW_MAX_K, "L2")
+    big = search.search(index, q, search.ONE_ROW_MAX_K + 1, "L2")
+    assert calls == [search.ONE_ROW_MAX_K]
+    np.testing.assert_array_equal(big[1][:, :search.ONE_ROW_MAX_K], small[1])

@@ -26,6 +26,10 @@ from .index import DIRECT_MAP, faiss_search, raw_search
 UNIT_ROUNDOFF = 2.0 ** -24  # float32
 FLAT_EXTRA_CANDIDATES = 8  # beyond k: room for the proof to succeed in faiss's first round
 BRUTE_FORCE_CHUNK = 1 << 22  # float64 distances held at once by the fallback (32 MiB)
+# search_one works a row's k values in Python, which beats numpy's calls on so few but costs
+# more per value: in one process, warm, an IVFFlat row took 47 against 52 us at k=10, 56 and
+# 57 at k=32, 89 against 77 at k=100 (3,000 x 54; inside the server numpy's calls cost more).
+ONE_ROW_MAX_K = 32
 RERANK_CHUNK = 1 << 20  # vector coordinates gathered at once for re-ranking (8 MiB float64)
 _norms: weakref.WeakKeyDictionary[Any, tuple[int, float]] = weakref.WeakKeyDictionary()
 # an index's stored vectors as a view, with the count it was made at (a single-row search
@@ -282,11 +286,11 @@ def search_one(index: Any, queries: np.ndarray, k: int, metric: str, nprobe: int
     proof of a Flat first round, the square roots, the float32 rounding and its tie order are
     worked on the ``k`` values as Python numbers, not numpy arrays. In the server each numpy
     call on so small an array costs microseconds, as its code is out of the caches: timed
-    there, a single IVFFlat row's ``search`` took about 98 us on the general path and 77 on
-    this one (docs/serving.md). ``n``: the index's ntotal, where the caller has read it.
-    None where the row needs more than one round: an IVF row whose probed lists hold fewer
-    than ``k`` points, an HNSW answer of fewer than ``k``, a Flat first round not proven;
-    ``search`` then takes the general path."""
+    there, a single IVFFlat row's ``search`` took 91-98 us on the general path and 68-82 on
+    this one (two runs each, docs/serving.md). ``n``: the index's ntotal, where the caller
+    has read it. None where the row needs more than one round: an IVF row whose probed lists
+    hold fewer than ``k`` points, an HNSW answer of fewer than ``k``, a Flat first round not
+    proven; ``search`` then takes the general path."""
     l2 = is_l2(index)
     n = int(index.ntotal) if n is None else n  # each read of a faiss attribute: ~0.5 us
     want = candidate_rounds(index, k, n)[0]
@@ -320,7 +324,8 @@ def search(index: Any, queries: np.ndarray, k: int, metric: str, nprobe: int = 5
 
     ``k`` is capped at the points in the index (decision 6); no id is ever -1. ``index``
     may be a stand-in with ``search_raw`` (an index split over shards) that refines inside.
-    A single query on a CPU index takes ``search_one`` where it can.
+    A single query on a CPU index takes ``search_one`` where it can, for ``k`` up to
+    ``ONE_ROW_MAX_K``.
     """
     n = int(index.ntotal)
     k = min(k, n)
@@ -330,7 +335,7 @@ def search(index: Any, queries: np.ndarray, k: int, metric: str, nprobe: int = 5
     if hasattr(index, "search_raw"):
         dist, ids = index.search_raw(queries, k, nprobe)
     else:
-        if queries.shape[0] == 1 and searcher is None:
+        if queries.shape[0] == 1 and searcher is None and k <= ONE_ROW_MAX_K:
             one = search_one(index, queries, k, metric, nprobe, n)
             if one is not None:
                 return one

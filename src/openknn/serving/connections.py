@@ -1,7 +1,8 @@
 """Connection limits and timeouts for uvicorn's httptools protocol: a cap on open connections
 (under the file-descriptor limit; an idle connection is closed to make room for a new one), a
 bound on the request head's size and a deadline for it, and no reuse of a connection whose
-response went out before its request body was read."""
+response went out before its request body was read. It also marks a request whose whole
+body is in (``BODY_COMPLETE``), which the app then reads without a deadline."""
 
 from __future__ import annotations
 
@@ -118,9 +119,9 @@ class LimitedHttpToolsProtocol(HttpToolsProtocol):
         self._set_busy(False)
         super().connection_lost(exc)
 
-    # The four callbacks below run for every request: each is one Python frame over
-    # uvicorn's (with helpers of their own they cost about 10 us of a single-row request's
-    # 0.18 ms of server time on 2 cores, issue 15; now about half of that).
+    # The four callbacks below run for every request, each one Python frame over uvicorn's:
+    # with helpers of their own they cost the floor app of benchmarks/serving_floor.py about
+    # 10 us of its 0.17 ms of server CPU per single-row request on 2 cores (issue 15).
 
     def data_received(self, data: bytes) -> None:
         if self._in_head:  # most requests: a whole head in one read, well under the limit
