@@ -169,10 +169,10 @@ def taking_turns(urls: list[str], script: Path, connections: int, seconds: float
         order = range(len(urls)) if r % 2 == 0 else reversed(range(len(urls)))
         for i in order:
             runs[i].append(wrk(urls[i], script, connections, seconds))
-    medians = [tuple(statistics.median(run[j] for run in server) for j in range(3))
-               for server in runs]
+    medians = [(statistics.median(r[0] for r in server), statistics.median(r[1] for r in server),
+                statistics.median(r[2] for r in server)) for server in runs]
     ratios = [a[0] / b[0] for a, b in zip(runs[0], runs[1])]
-    return medians, ratios  # type: ignore[return-value]
+    return medians, ratios
 
 
 def raw_batch_qps(model_path: Path, rows: np.ndarray, batch: int = 32,

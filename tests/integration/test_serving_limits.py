@@ -347,13 +347,13 @@ def test_the_protocol_marks_a_body_that_came_whole_before_the_app_ran() -> None:
             return
         whole = connections.BODY_COMPLETE in scope
         while True:
-            message = await receive()  # type: ignore[operator]
+            message = await receive()
             if not message.get("more_body"):
                 break
         body = b"whole" if whole else b"later"
-        await send({"type": "http.response.start", "status": 200,  # type: ignore[operator]
+        await send({"type": "http.response.start", "status": 200,
                     "headers": [(b"content-length", str(len(body)).encode())]})
-        await send({"type": "http.response.body", "body": body})  # type: ignore[operator]
+        await send({"type": "http.response.body", "body": body})
 
     head = b"POST /x HTTP/1.1\r\nHost: t\r\nContent-Length: 3\r\n\r\n"
 

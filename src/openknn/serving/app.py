@@ -197,27 +197,15 @@ async def receive_body(receive: Receive, declared: str | None, limit_mb: float,
     limit = int(limit_mb * 1024 * 1024)
     if declared is not None and declared.isdigit() and int(declared) > limit:
         raise too_big(limit_mb)
-    if complete:
-        message: Message = await receive()
-        if message["type"] != "http.request":  # http.disconnect
-            raise ClientDisconnect()
-        body: bytes = message.get("body", b"")
-        if len(body) > limit:
-            raise too_big(limit_mb)
-        if not message.get("more_body", False):
-            return body
-        chunks = [body]  # not so after all: the rest under a deadline
-    else:
-        chunks = []
-    size = sum(map(len, chunks))
+    chunks: list[bytes] = []
+    size = 0
+    expired: list[bool] = []
     # one deadline for the whole body, which cancels this task (anyio.fail_after cost three
     # times what a timer does, and a timer costs more than the shared sweep)
-    task, expired = asyncio.current_task(), list[bool]()
-    assert task is not None
-    deadlines.watch(task, timeout_s, expired)
+    task = None if complete else _watched(deadlines, timeout_s, expired)
     try:
         while True:
-            message = await receive()
+            message: Message = await receive()
             if message["type"] != "http.request":  # http.disconnect
                 raise ClientDisconnect()
             chunk = message.get("body", b"")
@@ -227,18 +215,31 @@ async def receive_body(receive: Receive, declared: str | None, limit_mb: float,
             chunks.append(chunk)
             if not message.get("more_body", False):
                 break
+            if task is None:  # not all there after all: the rest under the deadline
+                task = _watched(deadlines, timeout_s, expired)
     except asyncio.CancelledError:
         if not expired:
             raise
-        if hasattr(task, "uncancel"):  # Python 3.11+: this cancellation is handled here
-            task.uncancel()
+        if task is not None and hasattr(task, "uncancel"):  # Python 3.11+: this
+            task.uncancel()  # cancellation is handled here
         # The server closes the connection after the 408.
         raise RequestTimeout(
             f"The request body did not all arrive within {timeout_s:g} s ({size} bytes came); "
             "send it at once (or raise OPENKNN_BODY_TIMEOUT_S / --body-timeout-s)") from None
     finally:
-        deadlines.forget(task)
+        if task is not None:
+            deadlines.forget(task)
     return chunks[0] if len(chunks) == 1 else b"".join(chunks)
+
+
+def _watched(deadlines: BodyDeadlines, timeout_s: float, expired: list[bool],
+             ) -> asyncio.Task[Any]:
+    """The running task, given to ``deadlines`` to cancel (marking ``expired``) at its
+    deadline."""
+    task = asyncio.current_task()
+    assert task is not None
+    deadlines.watch(task, timeout_s, expired)
+    return task
 
 
 def request_headers(scope: Scope) -> tuple[str | None, str | None, str | None]:
