@@ -208,6 +208,7 @@ def write_bodies(root: Path, rows_by_name: dict[str, np.ndarray]) -> dict[str, t
 
 
 def hyperparameters(index_type: str, feature_dim: int) -> dict[str, str]:
+    """The training job's hyperparameters for one model of the set (k=10, a classifier)."""
     return {"feature_dim": str(feature_dim), "k": "10", "sample_size": "200000",
             "predictor_type": "classifier", "index_type": index_type, **INDEXES[index_type]}
 

@@ -145,8 +145,9 @@ def test_json_shaped_numbers_parse_as_pyarrow_parses_them(columns: int,
 
 
 @pytest.mark.parametrize("body", [
-    b"1152921573326323713,1\n",  # 2**60 + 2**36 + 1: float32 straight from the integer
-    b"-1152921573326323713,1\n",  # rounds up, through a double (as pyarrow) down
+    # 2**60 + 2**36 + 1, and its negative: straight from the integer, float32 would round
+    # away from zero; through a double, as pyarrow goes, it rounds toward it
+    b"1152921573326323713,1\n", b"-1152921573326323713,1\n",
     b"340282346638528859811704183484516925440,1\n",  # float32's largest value
     b"340282347906179460039933584981220130816,1\n",  # 2**100 above it, yet rounds to it
     b"340282356779733661637539395458142568448,1\n",  # halfway above it: inf
