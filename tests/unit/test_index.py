@@ -92,6 +92,25 @@ def test_pq_padding_54_to_56_and_default_m() -> None:
     assert padded.shape == (3, 56) and not padded[:, 54:].any()
 
 
+@pytest.mark.parametrize("rows", [1, 3, 500])
+def test_the_shift_is_the_float64_difference_whatever_the_rows(rows: int) -> None:
+    """``prepare``'s L2 shift (decision 23), done in place against a (1, d) row: for one row
+    and for many, exactly float64(x) - center, and its float32 rounding where not exact;
+    the caller's array is left as it was."""
+    x = (RNG.standard_normal((rows, 12)) * 1000).astype(np.float32)
+    before = x.copy()
+    center = RNG.standard_normal(12) * 300
+    want = x.astype(np.float64) - center
+    got = fi.prepare(x, "L2", 12, center, exact=True)
+    assert got.dtype == np.float64 and np.array_equal(got, want)
+    assert np.array_equal(fi.prepare(x, "L2", 12, center), want.astype(np.float32))
+    padded = fi.prepare(x, "L2", 14, center, exact=True)
+    assert np.array_equal(padded[:, :12], want) and not padded[:, 12:].any()
+    assert np.array_equal(x, before)
+    with pytest.raises(ValueError, match="center has 12 values for 11-wide rows"):
+        fi.prepare(x[:, :11], "L2", 12, center)
+
+
 def test_nlist_auto_rounds_sqrt() -> None:
     assert fi.resolve_nlist("auto", 200000) == 447
     assert fi.resolve_nlist("auto", 1) == 1 and fi.resolve_nlist(7, 100) == 7
