@@ -48,3 +48,38 @@ def test_two_node_cluster(data: Path, tmp_path: Path) -> None:  # noqa: F811
         cluster.shutdown()
     local = training.run(spec(data, tmp_path / "local", 2), LocalRunner())
     assert artifact.model_bytes(remote.model) == artifact.model_bytes(local.model)
+
+
+@pytest.mark.parametrize("num_cpus", [None, 2])
+def test_a_job_without_an_address_starts_its_own_instance_beside_a_running_cluster(
+        num_cpus: int | None) -> None:
+    """A cluster on this machine (here Ray's test Cluster, which records its address in
+    /tmp/ray/ray_current_cluster as `ray start` does) is not joined by a job given no
+    address: the job starts its own one-node instance, with its own CPUs, and shuts only that
+    down. Before this, a bare ray.init() joined the recorded cluster, and a job running beside
+    this test died with it ("the node it was running on is dead"), and a runner given
+    num_cpus was refused ("When connecting to an existing cluster, num_cpus ... must not be
+    provided")."""
+    ray = pytest.importorskip("ray")
+    from ray.cluster_utils import Cluster
+
+    from openknn.distributed import connect
+
+    if ray.is_initialized():
+        ray.shutdown()
+    cluster = Cluster(initialize_head=True, head_node_args={"num_cpus": 1})
+    cluster.add_node(num_cpus=1)
+    cluster.wait_for_nodes()
+    try:
+        joined, owns = connect(num_cpus=num_cpus)
+        try:
+            assert owns
+            own = joined.get_runtime_context().gcs_address
+            assert own != cluster.address
+            cpus = [n["Resources"]["CPU"] for n in joined.nodes() if n["Alive"]]
+            assert len(cpus) == 1 and (num_cpus is None or cpus == [num_cpus])
+        finally:
+            joined.shutdown()
+        assert len([n for n in cluster.list_all_nodes() if n.remaining_processes_alive()]) == 2
+    finally:
+        cluster.shutdown()
