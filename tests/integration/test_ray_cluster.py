@@ -83,3 +83,18 @@ def test_a_job_without_an_address_starts_its_own_instance_beside_a_running_clust
     finally:
         joined.shutdown()
     assert len([n for n in cluster.list_all_nodes() if n.remaining_processes_alive()]) == 2
+
+
+def test_address_auto_joins_the_recorded_cluster_and_leaves_it_running(cluster: Any) -> None:
+    """`--ray-address auto` (docs/distributed.md) is the way to ask for the cluster on this
+    machine: the job joins it, does not own it, and sees both its nodes."""
+    from openknn.distributed import connect
+
+    joined, owns = connect("auto")
+    try:
+        assert not owns
+        assert joined.get_runtime_context().gcs_address == cluster.address
+        assert len([n for n in joined.nodes() if n["Alive"]]) == 2
+    finally:
+        joined.shutdown()
+    assert len([n for n in cluster.list_all_nodes() if n.remaining_processes_alive()]) == 2
