@@ -26,8 +26,8 @@ def connect(address: str | None = None, num_cpus: int | None = None) -> tuple[An
     The local instance is asked for as ``address="local"``: a bare ``ray.init()`` would
     instead join whatever cluster ``ray start`` (or Ray's test ``Cluster``) last recorded in
     ``/tmp/ray/ray_current_cluster`` on this machine, where ``num_cpus`` is refused and
-    the cluster's owner may shut it down under the job. ``address="auto"``
-    still joins that one, on request."""
+    the cluster's owner may shut it down under the job. ``address="auto"`` still joins that
+    one, on request."""
     ray = import_ray()
     if ray.is_initialized():
         return ray, False
